@@ -1,0 +1,1 @@
+"""Pure code: models, enums, validation, state machines, schedule math. Imports nothing of ours."""
