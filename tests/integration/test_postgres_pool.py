@@ -1,0 +1,91 @@
+"""The asyncpg pool and one-off connections built from PostgresConfig, on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from uuid import UUID
+
+import pytest
+from pydantic import BaseModel
+
+from domain.config import PostgresConfig
+from store.postgres import connect, create_pool, pool_saturation
+
+
+class _Payload(BaseModel):
+    id: UUID
+    tags: list[str]
+
+
+@pytest.fixture
+def pg(stack) -> PostgresConfig:  # type: ignore[no-untyped-def]
+    cfg: PostgresConfig = stack.settings.postgres
+    return cfg
+
+
+async def test_pool_is_sized_from_the_settings(pg: PostgresConfig) -> None:
+    pool = await create_pool(pg.model_copy(update={"min_conns": 2, "max_conns": 3}))
+    try:
+        assert pool.get_min_size() == 2
+        assert pool.get_max_size() == 3
+        assert pool.get_size() == 2  # the minimum is opened up front
+    finally:
+        await pool.close()
+
+
+async def test_minimum_above_the_maximum_is_clipped(pg: PostgresConfig) -> None:
+    pool = await create_pool(pg, min_size=8, max_size=2)
+    try:
+        assert (pool.get_min_size(), pool.get_max_size()) == (2, 2)
+    finally:
+        await pool.close()
+
+
+async def test_json_and_jsonb_round_trip_as_python_objects(pg: PostgresConfig) -> None:
+    conn = await connect(pg)
+    try:
+        value = {"a": [1, 2, {"b": None}], "s": "x"}
+        assert await conn.fetchval("SELECT $1::jsonb", value) == value
+        assert await conn.fetchval("SELECT $1::json", value) == value
+        model = _Payload(id=UUID(int=1), tags=["t"])
+        assert await conn.fetchval("SELECT $1::jsonb", model) == {"id": str(UUID(int=1)), "tags": ["t"]}
+        assert await conn.fetchval("SELECT $1::jsonb", "text") == "text"  # a str is a JSON string
+    finally:
+        await conn.close()
+
+
+async def test_sessions_run_in_utc_and_carry_the_application_name(pg: PostgresConfig) -> None:
+    pool = await create_pool(pg, min_size=1, max_size=1, application_name="chronoverse-test")
+    try:
+        assert await pool.fetchval("SHOW TimeZone") == "UTC"
+        assert await pool.fetchval("SHOW application_name") == "chronoverse-test"
+    finally:
+        await pool.close()
+
+
+async def test_saturation_is_the_checked_out_fraction_of_the_maximum(pg: PostgresConfig) -> None:
+    pool = await create_pool(pg, min_size=1, max_size=4)
+    try:
+        assert pool_saturation(pool) == 0.0
+        first = await pool.acquire()
+        second = await pool.acquire()
+        assert pool_saturation(pool) == 0.5
+        await pool.release(first)
+        await pool.release(second)
+        assert pool_saturation(pool) == 0.0
+    finally:
+        await pool.close()
+
+
+async def test_connections_older_than_max_conn_life_are_replaced(pg: PostgresConfig) -> None:
+    cfg = pg.model_copy(update={"max_conn_life": timedelta(milliseconds=200)})
+    pool = await create_pool(cfg, min_size=1, max_size=1)
+    try:
+        first_pid = await pool.fetchval("SELECT pg_backend_pid()")
+        assert await pool.fetchval("SELECT pg_backend_pid()") == first_pid  # reused while young
+        await asyncio.sleep(0.3)
+        await pool.fetchval("SELECT 1")  # this checkout finds it too old and expires it
+        assert await pool.fetchval("SELECT pg_backend_pid()") != first_pid
+    finally:
+        await pool.close()
