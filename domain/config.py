@@ -136,6 +136,13 @@ class ClickHouseConfig(Section):
 
 
 class RedisConfig(Section):
+    """Redis holds sessions, locks, caches and live log streams.
+
+    Deliberate change from the seed (``allkeys-lru``): the default eviction policy is
+    ``noeviction`` because sessions and distributed locks must never be silently dropped
+    (SPEC §5.5).  Every cache entry carries a TTL, so memory stays bounded without eviction.
+    """
+
     env_prefix: ClassVar[str] = "REDIS_"
     host: str = "localhost"
     port: Port = 6379
@@ -155,7 +162,7 @@ class RedisConfig(Section):
         "volatile-lfu",
         "volatile-random",
         "volatile-ttl",
-    ] = "allkeys-lru"
+    ] = "noeviction"
     eviction_policy_sample_size: PositiveInt = 5
     tls_enabled: bool = False
     tls_ca_file: str = ""
