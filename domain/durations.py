@@ -30,11 +30,13 @@ DURATION_HINT = "a Go duration such as 500ms, 30s, 5m or 1h30m"
 def parse_duration(text: str) -> timedelta:
     """Parse a Go duration string; raise ``ValueError`` naming the accepted syntax."""
     raw = text.strip()
+    if not raw:
+        raise ValueError(f"empty duration: expected {DURATION_HINT}")
     if raw in ("0", "+0", "-0"):
         return timedelta(0)
     sign = 1.0
     body = raw
-    if body[:1] in "+-":
+    if body[0] in "+-":
         sign = -1.0 if body[0] == "-" else 1.0
         body = body[1:]
     if not body:

@@ -1,0 +1,181 @@
+"""The ``analytics`` table (reference §3.1, §8): one row per (user, workflow), kept after the
+workflow is deleted.
+
+Read side (the API): :func:`get_user` sums every row of the user (zeros for a new user);
+:func:`get_workflow` is ``NotFound`` until the workflow has a row.
+Write side (the processors): each ``apply_*`` runs in one transaction with its dedupe record
+(:func:`store.processed_events.mark_processed`), so a replayed event changes nothing; an empty
+event key applies without dedupe (seed behaviour).  Each returns whether it was applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from domain.enums import WorkflowKind
+from domain.errors import NotFound
+from domain.ids import uuid7
+from domain.models import UserAnalytics, WorkflowAnalytics
+from store.postgres import Queryable
+from store.processed_events import mark_processed
+from store.transaction import transaction
+
+#: ``processed_events`` consumer of the analytics-processor (WORKFLOWS/JOBS/LOGS events).
+ANALYTICS_CONSUMER = "analytics-processor"
+#: ``processed_events`` consumer of the joblogs-processor's per-line log counts.
+LOG_COUNT_CONSUMER = "joblogs-processor:analytics"
+
+SELECT_USER_TOTALS = """
+SELECT count(DISTINCT workflow_id)::bigint AS total_workflows,
+       COALESCE(sum(jobs_count), 0)::bigint AS total_jobs,
+       COALESCE(sum(logs_count), 0)::bigint AS total_joblogs,
+       COALESCE(sum(total_job_execution_duration), 0)::bigint AS total_job_execution_duration
+  FROM analytics
+ WHERE user_id = $1
+"""
+
+SELECT_WORKFLOW = """
+SELECT workflow_id, kind, total_job_execution_duration, jobs_count AS total_jobs, logs_count AS total_joblogs
+  FROM analytics
+ WHERE user_id = $1 AND workflow_id = $2
+"""
+
+UPSERT_WORKFLOW_KIND = """
+INSERT INTO analytics (id, user_id, workflow_id, kind)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (user_id, workflow_id) DO UPDATE SET kind = EXCLUDED.kind
+"""
+
+UPSERT_JOB_FINISHED = """
+INSERT INTO analytics (id, user_id, workflow_id, jobs_count, total_job_execution_duration)
+VALUES ($1, $2, $3, 1, $4)
+ON CONFLICT (user_id, workflow_id) DO UPDATE
+   SET jobs_count = analytics.jobs_count + 1,
+       total_job_execution_duration =
+           analytics.total_job_execution_duration + EXCLUDED.total_job_execution_duration
+"""
+
+UPSERT_LOG_COUNT = """
+INSERT INTO analytics (id, user_id, workflow_id, logs_count)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (user_id, workflow_id) DO UPDATE SET logs_count = analytics.logs_count + EXCLUDED.logs_count
+"""
+
+
+# ------------------------------------------------------------------------------------------------
+# read side
+# ------------------------------------------------------------------------------------------------
+
+
+async def get_user(db: Queryable, user_id: UUID) -> UserAnalytics:
+    """Totals over all the user's rows (deleted workflows included); zeros for a new user."""
+    row = await db.fetchrow(SELECT_USER_TOTALS, user_id)
+    return UserAnalytics.model_validate(dict(row))
+
+
+async def get_workflow(db: Queryable, user_id: UUID, workflow_id: UUID) -> WorkflowAnalytics:
+    """The user's row for ``workflow_id``.  ``NotFound`` until one exists (or for a foreign one)."""
+    row = await db.fetchrow(SELECT_WORKFLOW, user_id, workflow_id)
+    if row is None:
+        raise NotFound("analytics not found for workflow")
+    return WorkflowAnalytics.model_validate(dict(row))
+
+
+# ------------------------------------------------------------------------------------------------
+# write side (processors)
+# ------------------------------------------------------------------------------------------------
+
+
+async def apply_workflow_created(
+    db: Queryable,
+    *,
+    event_key: str,
+    user_id: UUID,
+    workflow_id: UUID,
+    kind: WorkflowKind | str,
+    consumer: str = ANALYTICS_CONSUMER,
+) -> bool:
+    """WORKFLOWS event: create the workflow's row (it now counts in ``total_workflows``) and set its
+    ``kind``.  ``NotFound`` if the user no longer exists."""
+    return await _apply(
+        db, consumer, event_key, UPSERT_WORKFLOW_KIND, uuid7(), user_id, workflow_id, WorkflowKind(kind).value
+    )
+
+
+async def apply_job_finished(
+    db: Queryable,
+    *,
+    event_key: str,
+    user_id: UUID,
+    workflow_id: UUID,
+    duration_s: int,
+    succeeded: bool | None = None,
+    consumer: str = ANALYTICS_CONSUMER,
+) -> bool:
+    """JOBS event of a COMPLETED or FAILED job: ``jobs_count + 1`` and ``duration_s`` (whole
+    seconds, negative clamped to 0) added to the execution time.
+
+    ``succeeded`` is accepted for the per-workflow success/failure counters of issue 5; the
+    ``analytics`` table has no columns for them yet, so it is not stored.
+    """
+    del succeeded  # no column yet (see the module report)
+    return await _apply(
+        db, consumer, event_key, UPSERT_JOB_FINISHED, uuid7(), user_id, workflow_id, max(0, int(duration_s))
+    )
+
+
+async def apply_log_count(
+    db: Queryable,
+    *,
+    event_key: str,
+    user_id: UUID,
+    workflow_id: UUID,
+    count: int,
+    consumer: str = ANALYTICS_CONSUMER,
+) -> bool:
+    """LOGS event (``{"count"}``) with one event key: ``logs_count + count``."""
+    if count <= 0:
+        return False
+    return await _apply(db, consumer, event_key, UPSERT_LOG_COUNT, uuid7(), user_id, workflow_id, count)
+
+
+async def add_log_lines(
+    db: Queryable,
+    *,
+    event_keys: Sequence[str],
+    user_id: UUID,
+    workflow_id: UUID,
+    consumer: str = LOG_COUNT_CONSUMER,
+) -> int:
+    """Count log lines by their deterministic event ids (``log:<job>:…``): every key not yet
+    recorded for ``consumer`` adds one to ``logs_count``, in one transaction.  Returns how many
+    lines were new (replayed lines count 0)."""
+    if not event_keys:
+        return 0
+    async with transaction(db) as conn:
+        fresh = 0
+        for key in dict.fromkeys(event_keys):  # de-duplicate within the batch, keep order
+            if await mark_processed(conn, consumer, key):
+                fresh += 1
+        if fresh:
+            await _execute(conn, UPSERT_LOG_COUNT, uuid7(), user_id, workflow_id, fresh)
+    return fresh
+
+
+async def _apply(db: Queryable, consumer: str, event_key: str, statement: str, *args: Any) -> bool:
+    async with transaction(db) as conn:
+        if event_key and not await mark_processed(conn, consumer, event_key):
+            return False
+        await _execute(conn, statement, *args)
+    return True
+
+
+async def _execute(conn: Any, statement: str, *args: Any) -> None:
+    try:
+        await conn.execute(statement, *args)
+    except asyncpg.ForeignKeyViolationError:
+        raise NotFound("user not found") from None
