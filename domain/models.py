@@ -134,6 +134,11 @@ class WorkflowAnalytics(Record):
     total_job_execution_duration: int  # seconds
     total_jobs: int
     total_joblogs: int
+    # Our additions: outcome counters and duration percentiles (None until a job has finished).
+    jobs_succeeded: int = 0
+    jobs_failed: int = 0
+    duration_p50_s: float | None = None
+    duration_p95_s: float | None = None
 
 
 class ApiToken(Record):

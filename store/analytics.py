@@ -38,10 +38,22 @@ SELECT count(DISTINCT workflow_id)::bigint AS total_workflows,
  WHERE user_id = $1
 """
 
+# Percentiles come from the workflow's finished jobs (gone once the workflow is deleted; the
+# counters above survive deletion like the seed's analytics rows).
 SELECT_WORKFLOW = """
-SELECT workflow_id, kind, total_job_execution_duration, jobs_count AS total_jobs, logs_count AS total_joblogs
-  FROM analytics
- WHERE user_id = $1 AND workflow_id = $2
+SELECT a.workflow_id, a.kind, a.total_job_execution_duration, a.jobs_count AS total_jobs,
+       a.logs_count AS total_joblogs, a.jobs_succeeded, a.jobs_failed,
+       d.p50 AS duration_p50_s, d.p95 AS duration_p95_s
+  FROM analytics a
+  LEFT JOIN LATERAL (
+        SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - started_at)) AS p50,
+               percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - started_at)) AS p95
+          FROM jobs j
+         WHERE j.workflow_id = a.workflow_id AND j.user_id = a.user_id
+           AND j.status IN ('COMPLETED', 'FAILED')
+           AND j.started_at IS NOT NULL AND j.completed_at IS NOT NULL
+  ) d ON TRUE
+ WHERE a.user_id = $1 AND a.workflow_id = $2
 """
 
 UPSERT_WORKFLOW_KIND = """
@@ -51,12 +63,15 @@ ON CONFLICT (user_id, workflow_id) DO UPDATE SET kind = EXCLUDED.kind
 """
 
 UPSERT_JOB_FINISHED = """
-INSERT INTO analytics (id, user_id, workflow_id, jobs_count, total_job_execution_duration)
-VALUES ($1, $2, $3, 1, $4)
+INSERT INTO analytics (id, user_id, workflow_id, jobs_count, total_job_execution_duration,
+                       jobs_succeeded, jobs_failed)
+VALUES ($1, $2, $3, 1, $4, $5, $6)
 ON CONFLICT (user_id, workflow_id) DO UPDATE
    SET jobs_count = analytics.jobs_count + 1,
        total_job_execution_duration =
-           analytics.total_job_execution_duration + EXCLUDED.total_job_execution_duration
+           analytics.total_job_execution_duration + EXCLUDED.total_job_execution_duration,
+       jobs_succeeded = analytics.jobs_succeeded + EXCLUDED.jobs_succeeded,
+       jobs_failed = analytics.jobs_failed + EXCLUDED.jobs_failed
 """
 
 UPSERT_LOG_COUNT = """
@@ -117,14 +132,12 @@ async def apply_job_finished(
     consumer: str = ANALYTICS_CONSUMER,
 ) -> bool:
     """JOBS event of a COMPLETED or FAILED job: ``jobs_count + 1`` and ``duration_s`` (whole
-    seconds, negative clamped to 0) added to the execution time.
-
-    ``succeeded`` is accepted for the per-workflow success/failure counters of issue 5; the
-    ``analytics`` table has no columns for them yet, so it is not stored.
+    seconds, negative clamped to 0) added to the execution time; ``succeeded`` feeds the
+    per-workflow success/failure counters (``None``: an event without the outcome counts in neither).
     """
-    del succeeded  # no column yet (see the module report)
     return await _apply(
-        db, consumer, event_key, UPSERT_JOB_FINISHED, uuid7(), user_id, workflow_id, max(0, int(duration_s))
+        db, consumer, event_key, UPSERT_JOB_FINISHED, uuid7(), user_id, workflow_id, max(0, int(duration_s)),
+        1 if succeeded is True else 0, 1 if succeeded is False else 0,
     )
 
 

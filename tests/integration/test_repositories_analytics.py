@@ -92,6 +92,7 @@ async def test_events_add_up_and_replays_change_nothing(pool: asyncpg.Pool, user
 
     row = await analytics.get_workflow(pool, user.id, wf)
     assert (row.total_jobs, row.total_job_execution_duration, row.total_joblogs) == (2, 15, 9)
+    assert (row.jobs_succeeded, row.jobs_failed) == (1, 1)  # the replayed success counted once
     totals = await analytics.get_user(pool, user.id)
     assert totals == UserAnalytics(
         total_workflows=1, total_jobs=2, total_joblogs=9, total_job_execution_duration=15
