@@ -1,0 +1,197 @@
+"""The Ray shell of a Kafka consumer: a small async actor (``consumer-<topic>-<i>``) that runs a
+:class:`~ingest.consumer.PartitionedConsumer` and forwards records to a target actor — the pool of
+the worker type (``await pool.handle.remote(record)``).
+
+All consuming logic lives in :mod:`ingest.consumer` (tested without Ray).  What this shell adds:
+
+* forwarding: ``batch_size == 1`` sends each :class:`ConsumedRecord` on its own, a larger
+  ``batch_size`` sends the ``list[ConsumedRecord]`` of a batch in one call;
+* error mapping: a Ray task error is unwrapped to the target's own exception, so a domain error's
+  ``retryable`` flag decides retry-or-commit exactly as in-process; a dead or unreachable target
+  becomes :class:`~domain.errors.Unavailable` (retried in place until the pool is back);
+* lifecycle: the consumer starts in ``__init__`` (so an actor restarted by Ray rejoins its group
+  on its own), retrying while the broker is unreachable; ``stop()`` drains and leaves the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import ray
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from domain.commit_policy import RetryBackoff
+from domain.config import KafkaConfig
+from domain.errors import Unavailable
+from ingest.consumer import ConsumedRecord, ConsumerStats, PartitionedConsumer
+
+log = logging.getLogger(__name__)
+
+#: Logical CPUs a consumer actor asks for: it only moves bytes between Kafka and the pool.
+CONSUMER_NUM_CPUS = 0.05
+
+
+class ConsumerSpec(BaseModel):
+    """What one consumer actor reads and how it feeds its target."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    topic: str
+    group_id: str
+    method: str = "handle"  # the target actor's method that takes a record (or a batch)
+    batch_size: int = Field(default=1, ge=1)  # > 1: the target gets list[ConsumedRecord]
+    batch_wait_s: float = Field(default=0.0, ge=0)
+    lane_capacity: int = Field(default=1024, ge=1)
+    resume_at: int = Field(default=512, ge=0)
+    max_in_flight_per_lane: int = Field(default=1, ge=1)
+    drain_timeout_s: float = Field(default=30.0, ge=0)
+    retry_initial_s: float = Field(default=1.0, gt=0)  # reference backoff: 1 s doubling …
+    retry_max_s: float = Field(default=30.0, gt=0)  # … up to 30 s
+
+    @model_validator(mode="after")
+    def _resume_below_capacity(self) -> ConsumerSpec:
+        if self.resume_at >= self.lane_capacity:
+            raise ValueError("resume_at must be below lane_capacity")
+        if self.retry_max_s < self.retry_initial_s:
+            raise ValueError("retry_max_s must not be below retry_initial_s")
+        return self
+
+
+def consumer_actor_name(topic: str, index: int) -> str:
+    """``consumer-jobs-0``: how consumer actors appear in the Ray dashboard."""
+    return f"consumer-{topic}-{index}"
+
+
+def unwrap_remote_error(err: BaseException) -> BaseException:
+    """The target's own exception behind a Ray error (so ``retryable`` keeps its meaning); a dead
+    or unreachable actor becomes :class:`Unavailable`, which is retried in place."""
+    if isinstance(err, ray.exceptions.RayTaskError):
+        cause = err.cause
+        return cause if isinstance(cause, BaseException) else err
+    if isinstance(err, ray.exceptions.RayActorError | ray.exceptions.ActorUnavailableError):
+        return Unavailable(f"target actor unavailable: {err}")
+    return err
+
+
+class RecordForwarder:
+    """The consumer's handler: calls ``target.<method>.remote(...)`` and maps its errors.
+
+    ``target`` is an actor handle or an actor *name* (resolved in ``namespace`` on first use and
+    again after the actor died, so a re-created pool is found).  Prefer the name for actors that
+    Ray may restart: a handle among the constructor arguments cannot be restored reliably
+    (ray-project/ray#53727).
+    """
+
+    def __init__(self, target: Any, method: str, *, batched: bool, namespace: str | None = None) -> None:
+        self._target = target
+        self._namespace = namespace
+        self._method_name = method
+        self._batched = batched
+        self._method: Any = None if isinstance(target, str) else getattr(target, method)
+
+    def _resolve(self) -> Any:
+        if self._method is None:
+            try:
+                handle = ray.get_actor(self._target, namespace=self._namespace)
+            except ValueError as err:  # not created yet (or gone): retried in place
+                raise Unavailable(f"target actor {self._target!r} not found") from err
+            self._method = getattr(handle, self._method_name)
+        return self._method
+
+    async def __call__(self, records: list[ConsumedRecord]) -> None:
+        method = self._resolve()
+        try:
+            if self._batched:
+                await method.remote(records)
+            else:
+                for record in records:
+                    await method.remote(record)
+        except Exception as err:
+            mapped = unwrap_remote_error(err)
+            if mapped is err:
+                raise
+            if isinstance(err, ray.exceptions.RayActorError) and isinstance(self._target, str):
+                self._method = None  # look the name up again next time
+            raise mapped from err
+
+
+@ray.remote(num_cpus=CONSUMER_NUM_CPUS, max_restarts=-1)
+class ConsumerActor:
+    """One member of a consumer group, feeding ``target`` (an actor handle).  Create it with
+    :func:`create_consumer_actor`, or ``ConsumerActor.options(name=...).remote(...)``."""
+
+    def __init__(
+        self, cfg: KafkaConfig, spec: ConsumerSpec, target: Any, name: str = "", namespace: str | None = None
+    ) -> None:
+        self._spec = spec
+        self._name = name or spec.group_id
+        self._consumer = PartitionedConsumer(
+            cfg,
+            spec.topic,
+            spec.group_id,
+            RecordForwarder(target, spec.method, batched=spec.batch_size > 1, namespace=namespace),
+            lane_capacity=spec.lane_capacity,
+            resume_at=spec.resume_at,
+            batch_size=spec.batch_size,
+            batch_wait=spec.batch_wait_s,
+            max_in_flight_per_lane=spec.max_in_flight_per_lane,
+            drain_timeout=spec.drain_timeout_s,
+            backoff=RetryBackoff(initial_s=spec.retry_initial_s, max_s=spec.retry_max_s),
+            client_id=self._name,
+        )
+        self._stopped = False
+        # Async actors run __init__ on their event loop, so the start can begin right away.
+        self._starting: asyncio.Task[None] = asyncio.get_event_loop().create_task(self._start())
+
+    async def _start(self) -> None:
+        backoff = RetryBackoff()
+        attempt = 0
+        while not self._stopped:
+            try:
+                await self._consumer.start()
+                log.info("%s: consuming %s as group %s", self._name, self._spec.topic, self._spec.group_id)
+                return
+            except Exception as err:
+                attempt += 1
+                delay = backoff.delay(attempt)
+                log.warning("%s: cannot start consuming (%s); retrying in %.0fs", self._name, err, delay)
+                await asyncio.sleep(delay)
+
+    async def start(self) -> bool:
+        """Wait until the consumer has joined its group (it starts on its own at creation)."""
+        await asyncio.shield(self._starting)
+        return self._consumer.running
+
+    async def stop(self) -> None:
+        """Drain in-flight records, commit, leave the group."""
+        self._stopped = True
+        if not self._starting.done():
+            self._starting.cancel()
+        await self._consumer.stop()
+
+    async def stats(self) -> ConsumerStats:
+        return self._consumer.stats()
+
+    async def lag(self) -> dict[int, int]:
+        """Uncommitted records per assigned partition (fetch high-watermark based)."""
+        return self._consumer.lag()
+
+
+def create_consumer_actor(
+    cfg: KafkaConfig,
+    spec: ConsumerSpec,
+    target: Any,
+    index: int,
+    *,
+    namespace: str | None = None,
+    **options: Any,
+) -> Any:
+    """Create (or get, if it already runs) consumer actor ``consumer-<topic>-<index>`` feeding
+    ``target`` (an actor name — preferred, see :class:`RecordForwarder` — or handle) in
+    ``namespace``.  Extra Ray ``options`` (e.g. ``resources``, ``lifetime``) override the defaults."""
+    name = consumer_actor_name(spec.topic, index)
+    return ConsumerActor.options(  # type: ignore[attr-defined]
+        name=name, namespace=namespace, get_if_exists=True, **options
+    ).remote(cfg, spec, target, name, namespace)
