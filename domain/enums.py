@@ -95,3 +95,50 @@ class ResourceClass(StrEnum):
 
     LOW = "low"
     HIGH = "high"
+
+
+class ExecutionErrorCode(StrEnum):
+    """Why a job run did not complete (``jobs.last_error_code``).  :mod:`domain.execution` maps each
+    code to USER (the workload's fault: no retry) or SYSTEM (ours: retried with backoff)."""
+
+    CONTAINER_EXIT_NONZERO = "container_exit_nonzero"
+    CONTAINER_TIMED_OUT = "container_timed_out"
+    CONTAINER_OUT_OF_MEMORY = "container_out_of_memory"
+    IMAGE_NOT_FOUND = "image_not_found"
+    CONTAINER_CREATE_FAILED = "container_create_failed"
+    CONTAINER_START_FAILED = "container_start_failed"
+    CONTAINER_RUNTIME_UNAVAILABLE = "container_runtime_unavailable"
+    CONTAINER_MISSING = "container_missing"
+    UNEXPECTED_STATUS = "unexpected_status"
+    INVALID_ENDPOINT = "invalid_endpoint"
+    ENDPOINT_UNREACHABLE = "endpoint_unreachable"
+    INVALID_PAYLOAD = "invalid_payload"
+    TASK_FAILED = "task_failed"
+    TASK_TIMED_OUT = "task_timed_out"
+    TASK_UNAVAILABLE = "task_unavailable"
+    WORKFLOW_NOT_READY = "workflow_not_ready"
+    SCHEDULE_FAILED = "schedule_failed"
+    LEASE_EXPIRED = "lease_expired"
+    CANCELED = "canceled"
+    INTERNAL = "internal"
+
+
+class StackComponent(StrEnum):
+    """A part of the local embedded stack that ``chronoverse up`` starts (or finds external)."""
+
+    POSTGRES = "postgres"
+    REDIS = "redis"
+    KAFKA = "kafka"
+    CLICKHOUSE = "clickhouse"
+    DOCKER = "docker"
+    RAY = "ray"
+
+
+class ComponentState(StrEnum):
+    """What ``chronoverse status`` reports for one stack component."""
+
+    RUNNING = "running"  # started by us and healthy
+    EMBEDDED = "embedded"  # in-process engine (chdb): no process, data directory ready
+    EXTERNAL = "external"  # configured elsewhere (or found already running) and healthy
+    UNAVAILABLE = "unavailable"  # optional part that cannot be had here (Docker); not a failure
+    DOWN = "down"

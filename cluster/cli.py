@@ -1,0 +1,232 @@
+"""The ``chronoverse`` command.
+
+One function per command (``cmd_<name>``), registered in :func:`build_parser`; later commands
+(``deploy``, ``outbox redrive``, ``autoscaler …``) add a function and a ``sub.add_parser`` line.
+Configuration errors print one line and exit 2; a part that cannot start prints which part, why and
+where its log is, and exits 1 — never a bare traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from cluster.clusterfile import ClusterFileError, load_cluster_spec
+from cluster.localstack import INFRA, LocalStack, StackError, load_state, parse_external, stop_stack
+from cluster.settings import ConfigError, load_settings, render_settings
+from domain.config import Settings, StackConfig
+from domain.enums import StackComponent
+from domain.topology import ClusterSpec
+
+T = TypeVar("T")
+_STARTED = time.monotonic()
+
+
+def _say(message: str) -> None:
+    """A progress line, prefixed with the seconds since the command started."""
+    print(f"[{time.monotonic() - _STARTED:5.1f}s] {message}", flush=True)
+
+
+# -- shared loading ----------------------------------------------------------------------------
+
+
+def _apply_env(env: dict[str, str]) -> None:
+    # setdefault: a variable the user set explicitly always wins over the recorded stack.
+    for key, value in env.items():
+        os.environ.setdefault(key, value)
+
+
+def load_context() -> tuple[Settings, Path]:
+    """Settings pointing at the running local stack (if one is recorded) and its state dir."""
+    settings = load_settings()
+    state_dir = Path(settings.stack.state_dir)
+    state = load_state(state_dir)
+    if state is not None:
+        _apply_env(state.env())
+        settings = load_settings()
+    return settings, state_dir
+
+
+def load_spec(settings: Settings) -> ClusterSpec:
+    """The cluster file; the built-in defaults when the *default* path is absent (running from
+    outside the repository).  An explicitly configured file must exist."""
+    path = Path(settings.stack.cluster_file)
+    default = StackConfig.model_fields["cluster_file"].default
+    if settings.stack.cluster_file == default and not path.exists():
+        print(f"note: {path} not found here; using the built-in cluster defaults", file=sys.stderr)
+        return ClusterSpec()
+    return load_cluster_spec(path)
+
+
+def _external() -> frozenset[StackComponent]:
+    return parse_external(os.environ.get("CHRONOVERSE_EXTERNAL", ""))
+
+
+def _step(name: str, action: Callable[[], T], hint: str = "") -> T:
+    """Run one step of ``up``/``migrate``; any failure becomes a one-line :class:`StackError`."""
+    try:
+        return action()
+    except StackError:
+        raise
+    except Exception as err:
+        reason = f"{err.__class__.__name__}: {err}".strip().replace("\n", " ")
+        raise StackError(name, reason + (f" ({hint})" if hint else "")) from err
+
+
+def _migrate(settings: Settings, spec: ClusterSpec, state_dir: Path) -> None:
+    from ingest.topics import ensure_topics
+    from store.migrate import migrate
+
+    logs = state_dir / "logs"
+    applied = _step("migrations", lambda: asyncio.run(migrate(settings.postgres)),
+                    f"PostgreSQL log: {logs / 'postgres.log'}")
+    _say(f"migrations: applied {', '.join(applied)}" if applied else "migrations: schema up to date")
+    _step("topics", lambda: asyncio.run(ensure_topics(settings.kafka, spec.topics)),
+          f"broker log: {logs / 'kafka.log'}")
+    _say(f"topics: {', '.join(f'{n} ({t.partitions})' for n, t in spec.topics.items())} ready")
+
+
+def _url(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    return f"http://{shown}:{port}"
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Start the local stack (idempotent), migrate, start the Ray head and deploy; leave it running."""
+    from cluster import bootstrap
+
+    settings, state_dir = load_context()
+    spec = load_spec(settings)
+    external = _external()
+    _say(f"local stack in {state_dir.resolve()}")
+    LocalStack(settings, spec, state_dir=state_dir, external=external, progress=_say).up(INFRA)
+    state = load_state(state_dir)
+    assert state is not None
+    _apply_env(state.env())
+    settings = load_settings()
+    _migrate(settings, spec, state_dir)
+    stack = LocalStack(settings, spec, state_dir=state_dir, external=external, progress=_say)
+    ray_record = stack.up([StackComponent.RAY]).components[StackComponent.RAY]
+    _apply_env(ray_record.env)
+    settings = load_settings()
+    address = ray_record.endpoint
+    _say(f"deploy: connecting to Ray at {address}")
+    _step("deploy", lambda: bootstrap.deploy(settings, spec, address),
+          f"Ray logs: {state_dir / 'logs' / 'ray'}")
+    print()
+    print(f"Chronoverse is up ({time.monotonic() - _STARTED:.1f}s).")
+    print(f"  API:        {_url(settings.server.host, settings.server.port)}")
+    print(f"  Dashboard:  {_url(settings.ray.dashboard_host, settings.ray.dashboard_port)}")
+    print(f"  Logs:       {(state_dir / 'logs').resolve()}")
+    print("  Status:     chronoverse status      Stop: chronoverse down")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    """Stop everything ``up`` started, by pid; exit 1 if anything survived."""
+    try:
+        state_dir = Path(load_settings().stack.state_dir)
+    except ConfigError:
+        # Stopping must work even when the configuration has since been broken.
+        state_dir = Path(os.environ.get("CHRONOVERSE_STATE_DIR", StackConfig().state_dir))
+    problems = stop_stack(state_dir, _say)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print one row per component; exit 1 if any expected component is down."""
+    settings, state_dir = load_context()
+    stack = LocalStack(settings, ClusterSpec(), state_dir=state_dir, external=_external(), progress=_say)
+    rows = stack.status()
+    table = [("COMPONENT", "STATE", "PID", "ENDPOINT", "DETAIL")]
+    table += [(r.name.value, r.state.value, str(r.pid or "-"), r.endpoint or "-", r.detail) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    for row in table:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4])
+    down = [r.name.value for r in rows if not r.ok]
+    print()
+    print(f"API {_url(settings.server.host, settings.server.port)}  "
+          f"dashboard {_url(settings.ray.dashboard_host, settings.ray.dashboard_port)}  "
+          f"logs {(state_dir / 'logs').resolve()}")
+    if down:
+        print(f"down: {', '.join(down)}", file=sys.stderr)
+    return 1 if down else 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Apply pending database migrations and create the Kafka topics (both idempotent)."""
+    settings, state_dir = load_context()
+    _migrate(settings, load_spec(settings), state_dir)
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    """Print the effective configuration, one ``VARIABLE  value`` per line, secrets masked."""
+    settings, _ = load_context()
+    rows = render_settings(settings)
+    width = max(len(var) for var, _ in rows)
+    for var, value in rows:
+        print(f"{var.ljust(width)}  {value}")
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    """Validate the settings and the cluster file; print OK or the first error."""
+    settings = load_settings()
+    spec = load_spec(settings)
+    print(f"OK: settings valid; cluster file {settings.stack.cluster_file} valid "
+          f"({len(spec.serve.deployments)} deployments, {len(spec.pools)} pools, {len(spec.topics)} topics)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chronoverse", description="Chronoverse on Ray")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("up", help="start the local stack, migrate and deploy").set_defaults(func=cmd_up)
+    sub.add_parser("down", help="stop everything `up` started").set_defaults(func=cmd_down)
+    sub.add_parser("status", help="health of every component").set_defaults(func=cmd_status)
+    sub.add_parser("migrate", help="apply database migrations, create topics").set_defaults(func=cmd_migrate)
+    config = sub.add_parser("config", help="show or check the configuration")
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    config_sub.add_parser("show", help="effective configuration, secrets masked").set_defaults(
+        func=cmd_config_show)
+    config_sub.add_parser("check", help="validate settings and the cluster file").set_defaults(
+        func=cmd_config_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigError, ClusterFileError) as err:
+        print(str(err), file=sys.stderr)
+        return 2
+    except StackError as err:
+        print(f"error: {err}", file=sys.stderr)
+        if args.command == "up":
+            print("what did start keeps running: `chronoverse status` shows it, `chronoverse down` stops it",
+                  file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # Output piped into `head` and closed early: not an error of ours.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout at exit
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted; `chronoverse down` stops whatever was started", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
