@@ -295,9 +295,14 @@ class RayConfig(Section):
     dashboard_port: Port = 8265
     client_server_port: Port = 10001
     metrics_export_port: Port = 8090
-    dashboard_agent_listen_port: Port = 52365
-    dashboard_agent_grpc_port: Port = 52366
-    runtime_env_agent_port: Port = 52367
+    # Below the Linux ephemeral range (32768-60999) so a kernel-picked port can never take them.
+    dashboard_agent_listen_port: Port = 28265
+    dashboard_agent_grpc_port: Port = 28266
+    runtime_env_agent_port: Port = 28267
+    node_manager_port: Port = 28270
+    object_manager_port: Port = 28271
+    min_worker_port: Port = 28300
+    max_worker_port: Port = 28999
     auth_mode: Literal["disabled", "token"] = "disabled"
     namespace: str = "chronoverse"
 

@@ -65,6 +65,8 @@ def _ports(settings: Settings) -> dict[str, int]:
         "CHRONOVERSE_RAY_DASHBOARD_AGENT_LISTEN_PORT": ray.dashboard_agent_listen_port,
         "CHRONOVERSE_RAY_DASHBOARD_AGENT_GRPC_PORT": ray.dashboard_agent_grpc_port,
         "CHRONOVERSE_RAY_RUNTIME_ENV_AGENT_PORT": ray.runtime_env_agent_port,
+        "CHRONOVERSE_RAY_NODE_MANAGER_PORT": ray.node_manager_port,
+        "CHRONOVERSE_RAY_OBJECT_MANAGER_PORT": ray.object_manager_port,
         "SERVER_PORT": settings.server.port,
         "GRPC_PORT": settings.grpc.port,
     }
@@ -136,6 +138,10 @@ class RayHead(Component):
             f"--dashboard-agent-listen-port={ray.dashboard_agent_listen_port}",
             f"--dashboard-agent-grpc-port={ray.dashboard_agent_grpc_port}",
             f"--runtime-env-agent-port={ray.runtime_env_agent_port}",
+            f"--node-manager-port={ray.node_manager_port}",
+            f"--object-manager-port={ray.object_manager_port}",
+            f"--min-worker-port={ray.min_worker_port}",
+            f"--max-worker-port={ray.max_worker_port}",
             f"--temp-dir={temp_dir}",
             # ray start takes whole CPUs; logical CPUs are bookkeeping, so round up.
             f"--num-cpus={math.ceil(local.num_cpus)}",

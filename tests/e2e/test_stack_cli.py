@@ -26,6 +26,7 @@ PORT_VARS = (
     "CHRONOVERSE_RAY_GCS_PORT", "CHRONOVERSE_RAY_DASHBOARD_PORT", "CHRONOVERSE_RAY_CLIENT_SERVER_PORT",
     "CHRONOVERSE_RAY_METRICS_EXPORT_PORT", "CHRONOVERSE_RAY_DASHBOARD_AGENT_LISTEN_PORT",
     "CHRONOVERSE_RAY_DASHBOARD_AGENT_GRPC_PORT", "CHRONOVERSE_RAY_RUNTIME_ENV_AGENT_PORT",
+    "CHRONOVERSE_RAY_NODE_MANAGER_PORT", "CHRONOVERSE_RAY_OBJECT_MANAGER_PORT",
 )
 
 pytestmark = pytest.mark.slow
@@ -57,6 +58,8 @@ def workspace(clean_env: pytest.MonkeyPatch) -> Iterator[Workspace]:
     env = dict(os.environ)  # without any configuration of the developer's shell (clean_env)
     env.update({var: str(free_port()) for var in PORT_VARS})
     env["KAFKA_BROKERS"] = f"127.0.0.1:{free_port()}"
+    # A worker port range away from the default one a developer's own `chronoverse up` uses.
+    env["CHRONOVERSE_RAY_MIN_WORKER_PORT"], env["CHRONOVERSE_RAY_MAX_WORKER_PORT"] = "29300", "29999"
     env["CHRONOVERSE_CLUSTER_FILE"] = str(REPO_ROOT / "deploy" / "chronoverse.yaml")
     ws = Workspace(root, env)
     try:
