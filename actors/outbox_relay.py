@@ -1,0 +1,315 @@
+"""The outbox relay: publishes ``outbox_events`` rows to Kafka (reference §6.1, SPEC §5.3).
+
+Per enabled topic (``OUTBOX_RELAY_{WORKFLOW,JOBS,ANALYTICS}_ENABLED``) a loop claims a batch of due
+rows with a processing lease (:func:`store.outbox.claim_batch`: at most one row per ``(topic,
+key)`` in flight, strict per-key order), publishes them (key = ``kafka_key``, value = the stored
+payload JSON) and settles each row: PUBLISHED, or FAILED with ``retry_backoff``, or DEAD at
+``max_attempts``.  DEAD rows do not block later rows of their key, are exported as a metric and are
+re-queued by ``chronoverse outbox redrive``.
+
+A loop claims again at once after a non-empty batch (the next row of each key became eligible) and
+otherwise sleeps until a ``chronoverse_outbox`` notification names its topic, with
+``poll_interval`` as the safety net (FAILED rows come due by time, not by notification).  A cleanup
+loop deletes PUBLISHED rows older than ``published_retention``.  Several replicas are safe: claims
+use ``FOR UPDATE SKIP LOCKED`` and settle only rows still held by their own claim token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Literal, Protocol
+
+import asyncpg
+import ray
+from pydantic import BaseModel, ConfigDict
+
+from actors.lifecycle import Startup
+from actors.metrics import METRICS, BackboneMetrics
+from domain.config import OutboxRelayConfig, PostgresConfig, Settings
+from domain.enums import OutboxStatus
+from ingest.producer import EventProducer
+from ingest.topics import ANALYTICS, JOBS, WORKFLOWS
+from store import outbox
+from store.listener import ChannelListener
+from store.postgres import create_pool
+
+log = logging.getLogger(__name__)
+
+OUTBOX_CHANNEL = "chronoverse_outbox"
+Settled = Literal["published", "failed", "dead", "lost"]
+#: How often the backlog / DEAD gauges are refreshed.
+BACKLOG_REFRESH_S = 5.0
+#: Sleep cap while notifications cannot be relied on.
+DEGRADED_POLL_S = 1.0
+
+
+class Publisher(Protocol):
+    """What the relay needs from a Kafka producer (:class:`ingest.producer.EventProducer`)."""
+
+    async def send(self, topic: str, key: str, event: bytes) -> object: ...
+
+
+def relayed_topics(cfg: OutboxRelayConfig) -> list[str]:
+    """The topics whose relaying is enabled."""
+    enabled = {WORKFLOWS: cfg.workflow_enabled, JOBS: cfg.jobs_enabled, ANALYTICS: cfg.analytics_enabled}
+    return [topic for topic, on in enabled.items() if on]
+
+
+class BatchResult(BaseModel):
+    """How one claimed batch ended."""
+
+    model_config = ConfigDict(frozen=True)
+
+    topic: str
+    claimed: int
+    published: int
+    failed: int
+    dead: int
+    lost: int  # claims that expired before we could settle them (the row was re-claimed)
+
+
+class RelayStats(BaseModel):
+    name: str
+    running: bool
+    listening: bool
+    topics: list[str]
+    published: int
+    failed: int
+    dead: int
+    cleaned: int
+    backlog: dict[str, dict[str, int]]
+
+
+class OutboxRelay:
+    """Relay loops for every enabled topic.  ``pool`` and ``producer`` are owned by the caller."""
+
+    def __init__(
+        self,
+        cfg: OutboxRelayConfig,
+        pool: asyncpg.Pool,
+        producer: Publisher,
+        *,
+        listen: PostgresConfig | None = None,
+        name: str = "outbox-relay",
+        metrics: BackboneMetrics = METRICS,
+    ) -> None:
+        self.cfg = cfg
+        self.pool = pool
+        self.producer = producer
+        self.name = name
+        self.metrics = metrics
+        self.topics = relayed_topics(cfg)
+        self._wake = {topic: asyncio.Event() for topic in self.topics}
+        self._listener = (
+            ChannelListener(listen, [OUTBOX_CHANNEL], self._on_notify, application_name=f"{name}-listen")
+            if listen is not None
+            else None
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+        self._published = self._failed = self._dead = self._cleaned = 0
+        self._backlog: dict[str, dict[str, int]] = {}
+
+    def _on_notify(self, _channel: str, payload: str | None) -> None:
+        if payload is None:  # (re)connected: anything may have been missed
+            for event in self._wake.values():
+                event.set()
+            return
+        topic_wake = self._wake.get(payload)
+        if topic_wake is not None:
+            topic_wake.set()
+
+    def wake(self, topic: str | None = None) -> None:
+        """Claim now (one topic, or all)."""
+        self._on_notify(OUTBOX_CHANNEL, topic)
+
+    @property
+    def worker_id(self) -> str:
+        return f"{self.cfg.worker_id}:{self.name}" if self.cfg.worker_id != self.name else self.name
+
+    async def relay_once(self, topic: str) -> BatchResult:
+        """Claim one batch of ``topic``, publish it and settle every row."""
+        rows = await outbox.claim_batch(
+            self.pool,
+            topic=topic,
+            worker_id=self.worker_id,
+            batch_size=self.cfg.batch_size,
+            processing_lease=self.cfg.processing_lease,
+        )
+        if not rows:
+            return BatchResult(topic=topic, claimed=0, published=0, failed=0, dead=0, lost=0)
+
+        async def publish(row: outbox.OutboxRow) -> BaseException | None:
+            try:
+                async with asyncio.timeout(self.cfg.context_timeout.total_seconds()):
+                    await self.producer.send(row.topic, row.kafka_key, row.kafka_value())
+                return None
+            except Exception as err:
+                return err
+
+        # A batch holds at most one row per key, so publishing them concurrently keeps per-key order.
+        outcomes = await asyncio.gather(*(publish(row) for row in rows))
+        pairs = zip(rows, outcomes, strict=True)
+        settled = await asyncio.gather(*(self._settle(row, err) for row, err in pairs))
+        published = settled.count("published")
+        failed = settled.count("failed")
+        dead = settled.count("dead")
+        lost = settled.count("lost")
+        self._published += published
+        self._failed += failed
+        self._dead += dead
+        self.metrics.outbox_published(topic, published)
+        self.metrics.outbox_failed(topic, failed + dead)
+        return BatchResult(
+            topic=topic, claimed=len(rows), published=published, failed=failed, dead=dead, lost=lost
+        )
+
+    async def _settle(self, row: outbox.OutboxRow, err: BaseException | None) -> Settled:
+        """Mark one claimed row; returns published / failed / dead / lost."""
+        token = row.claim_token or ""
+        if err is None:
+            return "published" if await outbox.mark_published(self.pool, row.id, token) else "lost"
+        status = await outbox.mark_failed(
+            self.pool,
+            row.id,
+            token,
+            error=f"{type(err).__name__}: {err}",
+            max_attempts=self.cfg.max_attempts,
+            retry_backoff=self.cfg.retry_backoff,
+        )
+        if status is None:
+            return "lost"
+        if status == OutboxStatus.DEAD:
+            log.error("%s: outbox row %s (%s, key %s) is DEAD after %d attempts: %s",
+                      self.name, row.id, row.event_key, row.kafka_key, row.attempts, err)
+            return "dead"
+        log.warning("%s: publishing %s failed (attempt %d): %s", self.name, row.event_key, row.attempts, err)
+        return "failed"
+
+    async def cleanup_once(self) -> int:
+        """Delete PUBLISHED rows past the retention, batch by batch; return how many."""
+        total = 0
+        while True:
+            n = await outbox.cleanup_published(
+                self.pool, retention=self.cfg.published_retention, batch_size=self.cfg.cleanup_batch_size
+            )
+            total += n
+            if n < self.cfg.cleanup_batch_size:
+                break
+        self._cleaned += total
+        return total
+
+    async def refresh_backlog(self) -> dict[str, dict[str, int]]:
+        self._backlog = await outbox.backlog(self.pool)
+        self.metrics.outbox_backlog(self._backlog, self.topics)
+        return self._backlog
+
+    def _cap(self) -> float:
+        poll = self.cfg.poll_interval.total_seconds()
+        if self._listener is None or self._listener.connected:
+            return poll
+        return min(poll, DEGRADED_POLL_S)
+
+    async def _topic_loop(self, topic: str) -> None:
+        wake = self._wake[topic]
+        while True:
+            wake.clear()
+            try:
+                result = await self.relay_once(topic)
+                if result.claimed:
+                    continue
+            except Exception:
+                log.exception("%s: relaying %s failed", self.name, topic)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), self._cap())
+
+    async def _cleanup_loop(self) -> None:
+        while True:
+            try:
+                removed = await self.cleanup_once()
+                if removed:
+                    log.info("%s: deleted %d published outbox rows", self.name, removed)
+            except Exception:
+                log.exception("%s: outbox cleanup failed", self.name)
+            await asyncio.sleep(self.cfg.cleanup_interval.total_seconds())
+
+    async def _backlog_loop(self) -> None:
+        while True:
+            try:
+                await self.refresh_backlog()
+            except Exception:
+                log.warning("%s: reading the outbox backlog failed", self.name, exc_info=True)
+            await asyncio.sleep(BACKLOG_REFRESH_S)
+
+    def start(self) -> None:
+        """Start every loop on the running event loop."""
+        if self._tasks:
+            return
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._topic_loop(t), name=f"{self.name}:{t}") for t in self.topics]
+        self._tasks.append(loop.create_task(self._backlog_loop()))
+        if self.cfg.cleanup_enabled:
+            self._tasks.append(loop.create_task(self._cleanup_loop()))
+        if self._listener is not None:
+            self._tasks.append(loop.create_task(self._listener.run()))
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def stats(self) -> RelayStats:
+        return RelayStats(
+            name=self.name,
+            running=bool(self._tasks) and not all(t.done() for t in self._tasks),
+            listening=self._listener is not None and self._listener.connected,
+            topics=self.topics,
+            published=self._published,
+            failed=self._failed,
+            dead=self._dead,
+            cleaned=self._cleaned,
+            backlog=self._backlog,
+        )
+
+
+@ray.remote
+class OutboxRelayActor:
+    """Ray shell: one relay replica (``outbox-relay-<i>``) with its own pool and producer."""
+
+    def __init__(self, settings: Settings, name: str) -> None:
+        self.settings = settings
+        self.name = name
+        self.relay: OutboxRelay | None = None
+        self._pool: asyncpg.Pool | None = None
+        self._producer: EventProducer | None = None
+        self._startup = Startup(self._start)
+
+    async def _start(self) -> None:
+        self._pool = await create_pool(
+            self.settings.postgres, min_size=1, max_size=4, application_name=self.name
+        )
+        self._producer = EventProducer(self.settings.kafka, client_id=self.name)
+        await self._producer.start()
+        self.relay = OutboxRelay(
+            self.settings.outbox, self._pool, self._producer, listen=self.settings.postgres, name=self.name
+        )
+        self.relay.start()
+
+    async def ready(self) -> bool:
+        await self._startup.wait()
+        return True
+
+    async def stats(self) -> RelayStats:
+        await self._startup.wait()
+        assert self.relay is not None
+        return self.relay.stats()
+
+    async def shutdown(self) -> None:
+        if self.relay is not None:
+            await self.relay.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+        if self._pool is not None:
+            await self._pool.close()
