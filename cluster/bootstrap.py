@@ -1,13 +1,17 @@
-"""Bootstrap the application onto a running Ray cluster.
+"""Bootstrap Chronoverse onto a running Ray cluster (``chronoverse up`` / ``chronoverse deploy``).
 
-For now :func:`deploy` only connects; later issues deploy the Serve application and start the actor
-pools here, each from ``settings`` and the cluster file (``spec``).
+Order matters: the log-store actor first (the Serve JobsService and the joblogs processor talk to
+it), then the Serve application (the API), then the backbone (relay, scheduler, consumer groups and
+pools), then the pool autoscaler.  Every step is idempotent (named, detached actors found with
+``get_if_exists``; Serve redeploys in place), so running it again repairs a partial deployment.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from collections.abc import Callable
 
 from domain.config import Settings
 from domain.topology import ClusterSpec
@@ -26,6 +30,22 @@ def connect(settings: Settings, ray_address: str) -> None:
              log_to_driver=False)
 
 
-def deploy(settings: Settings, spec: ClusterSpec, ray_address: str) -> None:
+def deploy(settings: Settings, spec: ClusterSpec, ray_address: str,
+           progress: Callable[[str], None] = print) -> None:
     """Deploy Chronoverse onto the Ray cluster at ``ray_address`` (``host:gcs_port``)."""
+    from actors.log_store import start_log_store_actor
+    from cluster.autoscaler import start_pool_autoscaler
+    from cluster.backbone import start_backbone
+    from serve_apps.app import deploy_serve
+
     connect(settings, ray_address)
+    if settings.clickhouse.backend == "chdb":
+        progress(f"log store: log-store actor owning {os.path.abspath(settings.clickhouse.chdb_path)}")
+        start_log_store_actor(settings.clickhouse, settings.ray.namespace)
+    progress(f"serve: deploying application {spec.serve.app_name!r} "
+             f"({', '.join(spec.serve.deployments)})")
+    deploy_serve(settings, spec)
+    progress(f"backbone: outbox relay, scheduler, {len(spec.pools)} pools and their consumer groups")
+    asyncio.run(start_backbone(settings, spec, execution_stub=False))
+    progress("autoscaler: pool-autoscaler")
+    start_pool_autoscaler(spec, settings.ray.namespace)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import time
@@ -120,7 +121,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings = load_settings()
     address = ray_record.endpoint
     _say(f"deploy: connecting to Ray at {address}")
-    _step("deploy", lambda: bootstrap.deploy(settings, spec, address),
+    _step("deploy", lambda: bootstrap.deploy(settings, spec, address, _say),
           f"Ray logs: {state_dir / 'logs' / 'ray'}")
     print()
     print(f"Chronoverse is up ({time.monotonic() - _STARTED:.1f}s).")
@@ -155,6 +156,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     for row in table:
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4])
     down = [r.name.value for r in rows if not r.ok]
+    if settings.ray.address:
+        down += _print_backbone(settings)
     print()
     print(f"API {_url(settings.server.host, settings.server.port)}  "
           f"dashboard {_url(settings.ray.dashboard_host, settings.ray.dashboard_port)}  "
@@ -162,6 +165,111 @@ def cmd_status(args: argparse.Namespace) -> int:
     if down:
         print(f"down: {', '.join(down)}", file=sys.stderr)
     return 1 if down else 0
+
+
+def _print_table(table: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+
+
+def _print_backbone(settings: Settings) -> list[str]:
+    """Pools (size/busy/queue) and consumer groups (lag) of the deployed backbone; returns what is down."""
+    from cluster import bootstrap
+    from cluster.backbone import ConsumerStatus, backbone_status
+
+    try:
+        bootstrap.connect(settings, settings.ray.address)
+        rows = backbone_status(settings.ray.namespace)
+    except Exception as err:  # status must report, never crash
+        print(f"\nbackbone: not reachable ({err.__class__.__name__}: {err})")
+        return ["backbone"]
+    pools = [("POOL", "SIZE", "TARGET", "BUSY", "QUEUE", "IN-FLIGHT", "HANDLED", "FAILED")]
+    groups = [("CONSUMER", "GROUP", "RUNNING", "PARTITIONS", "LAG", "PROCESSED", "RETRIES")]
+    down: list[str] = []
+    for row in rows:
+        if isinstance(row, ConsumerStatus):
+            groups.append((row.name, row.group, "yes" if row.running else "NO",
+                           ",".join(map(str, row.partitions)) or "-", str(row.total_lag), str(row.processed),
+                           str(row.retries)))
+            if not row.running:
+                down.append(row.name)
+        else:
+            pools.append((row.pool, str(row.size), str(row.target), str(row.busy), str(row.queue_depth),
+                          str(row.in_flight), str(row.handled), str(row.failed)))
+            if row.size == 0 and row.target > 0:
+                down.append(row.pool)
+    print()
+    _print_table(pools)
+    print()
+    _print_table(groups)
+    return down
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    """Deploy the Serve app, the backbone and the autoscaler onto an existing Ray cluster."""
+    from cluster import bootstrap
+
+    settings, _ = load_context()
+    spec = load_spec(settings)
+    address = args.address or settings.ray.address
+    if not address:
+        print("error: no Ray address: pass --address host:port or set CHRONOVERSE_RAY_ADDRESS",
+              file=sys.stderr)
+        return 2
+    if args.migrate:
+        _migrate(settings, spec, Path(settings.stack.state_dir))
+    _step("deploy", lambda: bootstrap.deploy(settings, spec, address, _say))
+    _say(f"deployed onto {address}; API {_url(settings.server.host, settings.server.port)}")
+    return 0
+
+
+def cmd_outbox_redrive(args: argparse.Namespace) -> int:
+    """Re-queue DEAD outbox rows (optionally of one topic and/or Kafka key)."""
+    from cluster.backbone import redrive
+
+    settings, _ = load_context()
+    count = asyncio.run(redrive(settings, args.topic, args.key))
+    scope = " ".join(f"{k}={v}" for k, v in (("topic", args.topic), ("key", args.key)) if v) or "all topics"
+    print(f"re-queued {count} DEAD outbox row(s) ({scope})")
+    return 0
+
+
+def cmd_autoscaler_simulate(args: argparse.Namespace) -> int:
+    """Replay a load trace through a pool's policy; write a PNG timeline and print a JSON summary."""
+    from cluster.simulate import TraceError, plot, read_trace, run
+
+    spec = load_cluster_spec(args.policy)
+    try:
+        result = run(spec, args.pool, read_trace(args.trace), startup_s=args.startup_s, tail_s=args.tail_s)
+    except TraceError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    plot(result, spec.pools[args.pool].scaling.lag_high, args.out)
+    print(result.summary.model_dump_json())
+    print(f"timeline written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_autoscaler_explain(args: argparse.Namespace) -> int:
+    """Print the pool autoscaler's current decision and its inputs for every pool."""
+    from cluster import bootstrap
+    from cluster.autoscaler import explain
+    from domain.errors import Unavailable
+
+    settings, _ = load_context()
+    if not settings.ray.address:
+        print("error: no running cluster recorded; set CHRONOVERSE_RAY_ADDRESS", file=sys.stderr)
+        return 2
+    bootstrap.connect(settings, settings.ray.address)
+    try:
+        rows = explain(settings.ray.namespace)
+    except Unavailable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for row in rows:
+        print(json.dumps(row, default=str))
+    return 0
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -203,6 +311,29 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_config_show)
     config_sub.add_parser("check", help="validate settings and the cluster file").set_defaults(
         func=cmd_config_check)
+    deploy = sub.add_parser("deploy", help="deploy onto an existing Ray cluster")
+    deploy.add_argument("--address", default="",
+                        help="Ray GCS address host:port (default CHRONOVERSE_RAY_ADDRESS)")
+    deploy.add_argument("--migrate", action="store_true", help="apply migrations and create topics first")
+    deploy.set_defaults(func=cmd_deploy)
+    outbox = sub.add_parser("outbox", help="outbox maintenance")
+    outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")
+    redrive = outbox_sub.add_parser("redrive", help="re-queue DEAD outbox rows")
+    redrive.add_argument("--topic", default=None)
+    redrive.add_argument("--key", default=None, help="Kafka key (workflow id)")
+    redrive.set_defaults(func=cmd_outbox_redrive)
+    autoscaler = sub.add_parser("autoscaler", help="pool autoscaler: simulate a policy, explain decisions")
+    auto_sub = autoscaler.add_subparsers(dest="autoscaler_command", required=True, metavar="ACTION")
+    simulate = auto_sub.add_parser("simulate", help="replay a load trace through a pool's policy")
+    simulate.add_argument("--policy", default="deploy/chronoverse.yaml", help="cluster file with the policy")
+    simulate.add_argument("--pool", default="execution-worker")
+    simulate.add_argument("--trace", required=True, help="CSV: t_s,jobs_per_s,job_duration_s")
+    simulate.add_argument("--out", default="sim.png", help="PNG timeline to write")
+    simulate.add_argument("--startup-s", type=float, default=3.0, help="seconds until a new actor serves")
+    simulate.add_argument("--tail-s", type=float, default=180.0, help="seconds simulated after the trace")
+    simulate.set_defaults(func=cmd_autoscaler_simulate)
+    auto_sub.add_parser("explain", help="current decision and inputs per pool").set_defaults(
+        func=cmd_autoscaler_explain)
     return parser
 
 
