@@ -101,7 +101,7 @@ class ServeAutoscaling(_Strict):
     target_ongoing_requests: float = Field(default=8.0, gt=0)
     upscale_delay_s: float = Field(default=5.0, ge=0)
     downscale_delay_s: float = Field(default=60.0, ge=0)
-    look_back_period_s: float = Field(default=10.0, gt=0)
+    look_back_period_s: float = Field(default=15.0, gt=0)
 
     @model_validator(mode="after")
     def _bounds(self) -> ServeAutoscaling:
