@@ -206,7 +206,7 @@ class JoblogsProcessorActor:
         self._started = asyncio.get_event_loop().create_task(self._start())
 
     async def _start(self) -> None:
-        from actors.log_store import log_store_client
+        from store.logstore.remote import log_store_client
 
         s = self.settings
         db = await create_pool(s.postgres, min_size=1, max_size=4, application_name=self.name)

@@ -367,7 +367,7 @@ class WorkflowWorker:
         self._startup = Startup(self._start)
 
     async def _start(self) -> None:
-        from actors.log_store import log_store_client
+        from store.logstore.remote import log_store_client
 
         s = self.settings
         pool = await create_pool(s.postgres, min_size=1, max_size=4, application_name=self.name)

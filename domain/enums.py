@@ -90,6 +90,14 @@ class LogStream(StrEnum):
     STDERR = "stderr"
 
 
+class LogDownloadFormat(StrEnum):
+    """File format of ``GET …/logs/raw`` (reference §2.4)."""
+
+    TXT = "txt"
+    JSON = "json"
+    JSONL = "jsonl"
+
+
 class ResourceClass(StrEnum):
     """Ray custom resource that an actor pool requests, so node types can be targeted."""
 

@@ -26,6 +26,7 @@ from serve_apps.services.notifications import NotificationsService as _Notificat
 from serve_apps.services.users import UsersService as _UsersService
 from serve_apps.services.workflows import WorkflowsService as _WorkflowsService
 from serve_apps.telemetry import setup_tracing
+from store.logstore.remote import log_store_client
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +77,19 @@ class WorkflowsService(_WorkflowsService):
 
 @serve.deployment(name="JobsService")
 class JobsService(_JobsService):
-    """Serve shell of :class:`serve_apps.services.jobs.JobsService`."""
+    """Serve shell of :class:`serve_apps.services.jobs.JobsService`; reads job logs through the
+    cluster's log store (the ``log-store`` actor with chdb, the server with http)."""
 
     def __init__(self, settings: Settings) -> None:
         setup_tracing("chronoverse-jobs")
-        super().__init__(ServiceResources(settings, name="chronoverse-jobs"), settings.jobs)
+        super().__init__(
+            ServiceResources(settings, name="chronoverse-jobs"),
+            settings.jobs,
+            log_store_client(settings.clickhouse, settings.ray.namespace),
+        )
 
     async def __del__(self) -> None:
+        await self.logs().close()
         await self.resources.close()
 
 

@@ -3,7 +3,7 @@
 * :class:`ChdbLogStore` — embedded chdb (local stack; one owning process per data directory).
 * :class:`HttpLogStore` — a real ClickHouse server through clickhouse-connect.
 
-On Ray, callers get a store from :func:`actors.log_store.log_store_client`, which forwards to the
+On Ray, callers get a store from :func:`store.logstore.remote.log_store_client`, which forwards to the
 single actor that owns the chdb directory, or builds an :class:`HttpLogStore`.
 """
 
@@ -40,7 +40,7 @@ __all__ = [
 
 def create_log_store(cfg: ClickHouseConfig) -> LogStore:
     """The backend ``cfg.backend`` names.  A chdb store must live in the one process that owns
-    ``cfg.chdb_path``; everywhere else on Ray use :func:`actors.log_store.log_store_client`."""
+    ``cfg.chdb_path``; everywhere else on Ray use :func:`store.logstore.remote.log_store_client`."""
     if cfg.backend == "chdb":
         return ChdbLogStore(cfg.chdb_path, database=cfg.database)
     return HttpLogStore(cfg)

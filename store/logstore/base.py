@@ -103,7 +103,7 @@ class LogPage(BaseModel):
 class LogStore(Protocol):
     """The ClickHouse job-log store.  Implemented by :class:`store.logstore.ChdbLogStore` (embedded),
     :class:`store.logstore.HttpLogStore` (a real server) and the actor adapter in
-    :mod:`actors.log_store`; callers never care which one they hold.
+    :mod:`store.logstore.remote`; callers never care which one they hold.
 
     Errors: bad arguments raise :class:`domain.errors.Invalid`; an unreachable or restarting store
     raises :class:`domain.errors.Unavailable`; anything else :class:`domain.errors.Internal`.

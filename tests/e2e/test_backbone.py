@@ -21,7 +21,7 @@ import pytest_asyncio
 import ray
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from actors.log_store import log_store_client, start_log_store_actor
+from actors.log_store import start_log_store_actor
 from actors.pool import PoolStatus
 from cluster.backbone import ConsumerStatus, backbone_status, start_backbone
 from domain.config import ClickHouseConfig, RayConfig, SchedulingWorkerConfig, Settings
@@ -32,6 +32,7 @@ from domain.topology import ClusterSpec
 from ingest.consumer import ConsumedRecord
 from ingest.consumer_actor import unwrap_remote_error
 from store.logstore import LogRow
+from store.logstore.remote import log_store_client
 
 NAMESPACE = "backbone-e2e"
 T = TypeVar("T")

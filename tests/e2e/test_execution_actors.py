@@ -20,13 +20,14 @@ from aiohttp import web
 from actors.analytics_processor import AnalyticsProcessorActor
 from actors.execution_worker import ExecutionWorkerActor
 from actors.joblogs_processor import JoblogsProcessorActor
-from actors.log_store import log_store_client, start_log_store_actor
+from actors.log_store import start_log_store_actor
 from domain.config import ClickHouseConfig, Settings
 from domain.enums import LogStream
 from domain.event_keys import dispatch_event_key, log_event_key
 from domain.ids import uuid7
 from ingest.consumer import ConsumedRecord
 from ingest.events import AnalyticEvent, JobLogEvent, ScheduledJobEntry
+from store.logstore.remote import log_store_client
 from store.postgres import create_pool
 
 

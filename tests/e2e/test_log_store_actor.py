@@ -12,11 +12,12 @@ from datetime import UTC, datetime
 import pytest
 import ray
 
-from actors.log_store import LOG_STORE_ACTOR_NAME, log_store_client, start_log_store_actor
+from actors.log_store import start_log_store_actor
 from domain.config import ClickHouseConfig
 from domain.enums import LogStream
 from domain.errors import Invalid, Unavailable
 from store.logstore import HttpLogStore, LogRow
+from store.logstore.remote import LOG_STORE_ACTOR_NAME, log_store_client
 
 NAMESPACE = "cv-test-log-store"
 
