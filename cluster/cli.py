@@ -19,7 +19,16 @@ from pathlib import Path
 from typing import TypeVar
 
 from cluster.clusterfile import ClusterFileError, load_cluster_spec
-from cluster.localstack import INFRA, LocalStack, StackError, load_state, parse_external, stop_stack
+from cluster.localstack import (
+    INFRA,
+    ComponentRecord,
+    LocalStack,
+    StackError,
+    load_state,
+    parse_external,
+    stop_stack,
+)
+from cluster.localstack.ray_head import RayHead, is_elastic
 from cluster.settings import ConfigError, load_settings, render_settings
 from domain.config import Settings, StackConfig
 from domain.enums import StackComponent
@@ -93,6 +102,13 @@ def _migrate(settings: Settings, spec: ClusterSpec, state_dir: Path) -> None:
     _say(f"topics: {', '.join(f'{n} ({t.partitions})' for n, t in spec.topics.items())} ready")
 
 
+def _recorded_head(state_dir: Path) -> ComponentRecord | None:
+    """The Ray head this stack started, if one is recorded."""
+    state = load_state(state_dir)
+    record = state.components.get(StackComponent.RAY) if state is not None else None
+    return record if record is not None and record.managed else None
+
+
 def _url(host: str, port: int) -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
     return f"http://{shown}:{port}"
@@ -102,31 +118,48 @@ def _url(host: str, port: int) -> str:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    """Start the local stack (idempotent), migrate, start the Ray head and deploy; leave it running."""
+    """Start the local stack (idempotent), migrate, start the Ray head and deploy; leave it running.
+
+    ``--elastic`` starts the head on the fake multi-node provider (``low``/``high`` worker nodes come
+    and go with the pools).  A recorded elastic head stays elastic on a later ``up`` without the flag."""
     from cluster import bootstrap
 
     settings, state_dir = load_context()
     spec = load_spec(settings)
     external = _external()
-    _say(f"local stack in {state_dir.resolve()}")
+    recorded = _recorded_head(state_dir)
+    if (args.elastic and recorded is not None and not is_elastic(recorded)
+            and RayHead.check(recorded, settings).ok):
+        raise StackError(StackComponent.RAY, "a single-node head already runs in this stack; "
+                         "`chronoverse down` first, then `chronoverse up --elastic`", recorded.log)
+    elastic = args.elastic or (recorded is not None and is_elastic(recorded))
+    mode = " (elastic: fake multi-node Ray cluster)" if elastic else ""
+    _say(f"local stack in {state_dir.resolve()}{mode}")
     LocalStack(settings, spec, state_dir=state_dir, external=external, progress=_say).up(INFRA)
     state = load_state(state_dir)
     assert state is not None
     _apply_env(state.env())
     settings = load_settings()
     _migrate(settings, spec, state_dir)
-    stack = LocalStack(settings, spec, state_dir=state_dir, external=external, progress=_say)
+    stack = LocalStack(settings, spec, state_dir=state_dir, external=external, progress=_say, elastic=elastic)
     ray_record = stack.up([StackComponent.RAY]).components[StackComponent.RAY]
     _apply_env(ray_record.env)
     settings = load_settings()
     address = ray_record.endpoint
+    elastic = ray_record.managed and is_elastic(ray_record)
+    if args.elastic and not elastic:
+        _say(f"note: --elastic ignored: Ray at {address} was not started by this stack")
+    deploy_spec = bootstrap.head_only_proxy(spec) if elastic else spec
     _say(f"deploy: connecting to Ray at {address}")
-    _step("deploy", lambda: bootstrap.deploy(settings, spec, address, _say),
+    _step("deploy", lambda: bootstrap.deploy(settings, deploy_spec, address, _say, keep_running_serve=True),
           f"Ray logs: {state_dir / 'logs' / 'ray'}")
     print()
     print(f"Chronoverse is up ({time.monotonic() - _STARTED:.1f}s).")
     print(f"  API:        {_url(settings.server.host, settings.server.port)}")
     print(f"  Dashboard:  {_url(settings.ray.dashboard_host, settings.ray.dashboard_port)}")
+    if elastic:
+        config = ray_record.data["autoscaling_config"]
+        print(f"  Ray:        elastic: fake multi-node, low/high worker nodes on demand (config {config})")
     print(f"  Logs:       {(state_dir / 'logs').resolve()}")
     print("  Status:     chronoverse status      Stop: chronoverse down")
     return 0
@@ -157,6 +190,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4])
     down = [r.name.value for r in rows if not r.ok]
     if settings.ray.address:
+        down += _print_serve(settings, load_spec(settings).serve.app_name)
         down += _print_backbone(settings)
     print()
     print(f"API {_url(settings.server.host, settings.server.port)}  "
@@ -171,6 +205,28 @@ def _print_table(table: Sequence[Sequence[str]]) -> None:
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+
+
+def _print_serve(settings: Settings, app_name: str) -> list[str]:
+    """The Serve application and its deployments (replicas running/total); returns what is down."""
+    from cluster import bootstrap
+
+    try:
+        bootstrap.connect(settings, settings.ray.address)
+        report = bootstrap.serve_report(app_name)
+    except Exception as err:  # status must report, never crash
+        print(f"\nserve: not reachable ({err.__class__.__name__}: {err})")
+        return ["serve"]
+    print()
+    if report.status is None:
+        print(f"serve: application {app_name!r} is not deployed ({report.proxies} proxies)")
+        return ["serve"]
+    table = [("DEPLOYMENT", "STATUS", "REPLICAS", "MESSAGE")]
+    table += [(d.name, d.status, f"{d.running}/{d.replicas}", d.message[:60]) for d in report.deployments]
+    print(f"serve: application {app_name!r} {report.status} ({report.proxies} proxies)")
+    _print_table(table)
+    # DEPLOYING (replicas starting, autoscaling) is on its way; only a failed application is down.
+    return [f"serve:{app_name}"] if report.status in ("DEPLOY_FAILED", "UNHEALTHY") else []
 
 
 def _print_backbone(settings: Settings) -> list[str]:
@@ -210,7 +266,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     """Deploy the Serve app, the backbone and the autoscaler onto an existing Ray cluster."""
     from cluster import bootstrap
 
-    settings, _ = load_context()
+    settings, state_dir = load_context()
     spec = load_spec(settings)
     address = args.address or settings.ray.address
     if not address:
@@ -218,8 +274,11 @@ def cmd_deploy(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     if args.migrate:
-        _migrate(settings, spec, Path(settings.stack.state_dir))
-    _step("deploy", lambda: bootstrap.deploy(settings, spec, address, _say))
+        _migrate(settings, spec, state_dir)
+    head = _recorded_head(state_dir)
+    if head is not None and is_elastic(head) and head.endpoint == address:
+        spec = bootstrap.head_only_proxy(spec)
+    _step("deploy", lambda: bootstrap.deploy(settings, spec, address, _say, skip_serve=args.skip_serve))
     _say(f"deployed onto {address}; API {_url(settings.server.host, settings.server.port)}")
     return 0
 
@@ -301,7 +360,11 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chronoverse", description="Chronoverse on Ray")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("up", help="start the local stack, migrate and deploy").set_defaults(func=cmd_up)
+    up = sub.add_parser("up", help="start the local stack, migrate and deploy")
+    up.add_argument("--elastic", action="store_true",
+                    help="Ray head on the fake multi-node provider: low/high worker nodes are launched and "
+                    "removed by the Ray autoscaler as the pools need them")
+    up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop everything `up` started").set_defaults(func=cmd_down)
     sub.add_parser("status", help="health of every component").set_defaults(func=cmd_status)
     sub.add_parser("migrate", help="apply database migrations, create topics").set_defaults(func=cmd_migrate)
@@ -315,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--address", default="",
                         help="Ray GCS address host:port (default CHRONOVERSE_RAY_ADDRESS)")
     deploy.add_argument("--migrate", action="store_true", help="apply migrations and create topics first")
+    deploy.add_argument("--skip-serve", action="store_true",
+                        help="leave the Serve application alone (KubeRay: the RayService owns it)")
     deploy.set_defaults(func=cmd_deploy)
     outbox = sub.add_parser("outbox", help="outbox maintenance")
     outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")

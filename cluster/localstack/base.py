@@ -93,6 +93,8 @@ class StackContext:
     run_as: RunAs | None = None
     #: Environment the stack's processes inherit (the CLI's environment plus the stack's own vars).
     child_env: dict[str, str] = field(default_factory=dict)
+    #: Start the Ray head on the fake multi-node provider (``chronoverse up --elastic``).
+    elastic: bool = False
 
     @property
     def logs_dir(self) -> Path:

@@ -168,6 +168,18 @@ def cmdline(pid: int) -> list[str]:
         return []
 
 
+def environ(pid: int) -> dict[str, str]:
+    """The environment ``pid`` was started with (empty when unreadable; Python processes that set
+    their title, such as Ray's agents, blank it)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return {}
+    pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if b"=" in item)
+    return {key: value for key, _, value in pairs}
+
+
 def all_pids() -> list[int]:
     return [int(name) for name in os.listdir("/proc") if name.isdigit()]
 

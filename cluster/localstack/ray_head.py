@@ -5,6 +5,12 @@ socket paths below it must stay under 107 bytes).
 ``ray stop`` kills every Ray process on the machine, other clusters included, so we never call it:
 ``ray start`` runs in its own session and every process of the head inherits that session id, which
 is how ``down`` finds and stops exactly this head (raylet first, GCS last, as ``ray stop`` does).
+
+``chronoverse up --elastic`` starts the head on Ray's fake multi-node provider instead (ray-notes §4):
+the autoscaler (v1) monitor launches ``low``/``high`` "nodes" — extra raylets on this machine — as
+pool workers need them.  The head then advertises no ``low``/``high``, so every pool worker is demand
+for a node of its class.  The autoscaler starts those nodes from inside the head's session, so
+stopping the session stops them too.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from cluster.localstack.base import Component, ComponentRecord, Health, StackCon
 from cluster.localstack.processes import (
     LOOPBACK,
     cmdline,
+    environ,
+    free_port,
     is_alive,
     port_free,
     port_open,
@@ -36,6 +44,10 @@ from domain.enums import StackComponent
 
 START_TIMEOUT_S = 180.0
 STOP_GRACE_S = 10.0
+#: ``record.data`` key marking a head started on the fake multi-node provider.
+ELASTIC_KEY = "elastic"
+#: The effective fake-cluster config written for ``--autoscaling-config``, in the state dir.
+FAKE_CLUSTER_CONFIG = "cluster.fake.yaml"
 
 
 def find_ray_cli() -> Path:
@@ -83,6 +95,28 @@ def head_processes(sid: int) -> list[int]:
 
 def _named(pids: list[int], suffix: str) -> list[int]:
     return [pid for pid in pids if (cmdline(pid) or [""])[0].endswith(suffix)]
+
+
+def is_elastic(record: ComponentRecord) -> bool:
+    """Whether the recorded head runs the fake multi-node autoscaler (``up --elastic``)."""
+    return record.data.get(ELASTIC_KEY) == "true"
+
+
+def worker_nodes(sid: int) -> dict[str, int]:
+    """Fake worker nodes of the head in session ``sid`` by node type (the autoscaler starts each
+    node's raylet with ``RAY_NODE_TYPE_NAME`` in its environment; the head's raylet has none)."""
+    counts: dict[str, int] = {}
+    for pid in _named(head_processes(sid), "/raylet"):
+        node_type = environ(pid).get("RAY_NODE_TYPE_NAME")
+        if node_type:
+            counts[node_type] = counts.get(node_type, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _elastic_detail(sid: int) -> str:
+    nodes = worker_nodes(sid)
+    shown = ", ".join(f"{node_type}={count}" for node_type, count in nodes.items()) or "none yet"
+    return f"elastic (fake multi-node); worker nodes: {shown}"
 
 
 def stop_head(sid: int) -> list[int]:
@@ -145,12 +179,17 @@ class RayHead(Component):
             f"--temp-dir={temp_dir}",
             # ray start takes whole CPUs; logical CPUs are bookkeeping, so round up.
             f"--num-cpus={math.ceil(local.num_cpus)}",
-            f"--resources={json.dumps(local.resources)}",
             "--disable-usage-stats",
             "--log-style=record", "--log-color=false",
         ]
         env = {**ctx.child_env, "RAY_AUTH_MODE": ray.auth_mode, "RAY_USAGE_STATS_ENABLED": "0"}
         env.pop("RAY_ADDRESS", None)
+        data: dict[str, str] = {}
+        if ctx.elastic:
+            argv, elastic_env, data = cls._elastic(ctx, argv)
+            env.update(elastic_env)
+        else:
+            argv.append(f"--resources={json.dumps(local.resources)}")
         proc = spawn(argv, log=log, env=env)
         sid = proc.pid
         code: int | None = None
@@ -180,10 +219,29 @@ class RayHead(Component):
             name=cls.name, managed=True, pid=gcs[0] if gcs else None, port=ray.gcs_port, log=str(log),
             endpoint=address,
             data={"sid": str(sid), "temp_dir": str(temp_dir), "session_logs": str(logs_link),
-                  "dashboard_url": f"http://{ray.dashboard_host}:{ray.dashboard_port}"},
+                  "dashboard_url": f"http://{ray.dashboard_host}:{ray.dashboard_port}", **data},
             env={"CHRONOVERSE_RAY_ADDRESS": address, "CHRONOVERSE_RAY_AUTH_MODE": ray.auth_mode,
                  **{var: str(port) for var, port in _ports(settings).items()}},
         )
+
+    @classmethod
+    def _elastic(cls, ctx: StackContext, argv: list[str]) -> tuple[list[str], dict[str, str], dict[str, str]]:
+        """``argv``, extra environment and record data of a head on the fake multi-node provider."""
+        from cluster.fake_nodes import fake_head_env, write_fake_cluster_config
+
+        ray = ctx.settings.ray
+        config = write_fake_cluster_config(ray.gcs_port, ctx.state_dir / FAKE_CLUSTER_CONFIG)
+        # The autoscaler's and dashboard's metrics default to fixed ports (44217/44227) that a second
+        # cluster on the machine (a test run beside a developer's stack) would share.
+        metric_ports = {"autoscaler_metric_port": free_port(), "dashboard_metric_port": free_port()}
+        env = fake_head_env(ray, **metric_ports)
+        # Autoscaler v1: v2 needs fake_multi_node/example.yaml, which the 2.60 wheel lacks (ray-notes §4.4).
+        env["RAY_enable_autoscaler_v2"] = "0"
+        # No low/high on the head: every pool worker becomes demand for a node of its class.
+        argv = [*argv, f"--autoscaling-config={config}", f"--resources={json.dumps({})}"]
+        data = {ELASTIC_KEY: "true", "autoscaling_config": str(config),
+                **{key: str(port) for key, port in metric_ports.items()}}
+        return argv, env, data
 
     @classmethod
     def check(cls, record: ComponentRecord, settings: Settings) -> Health:
@@ -199,7 +257,7 @@ class RayHead(Component):
             return Health(False, f"{', '.join(m.lstrip('/') for m in missing)} not running")
         if not port_open(LOOPBACK, record.port or settings.ray.gcs_port, timeout=2):
             return Health(False, f"GCS port {record.port} does not answer")
-        return Health(True)
+        return Health(True, _elastic_detail(int(record.data["sid"])) if is_elastic(record) else "")
 
     @classmethod
     def stop(cls, record: ComponentRecord) -> None:

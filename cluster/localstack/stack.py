@@ -114,6 +114,7 @@ class LocalStack:
         external: Iterable[StackComponent] = (),
         progress: Callable[[str], None] = print,
         environ: Mapping[str, str] | None = None,
+        elastic: bool = False,
     ) -> None:
         state_dir = state_dir.resolve()
         self.ctx = StackContext(
@@ -124,6 +125,7 @@ class LocalStack:
             external=frozenset(external),
             progress=progress,
             child_env=dict(os.environ if environ is None else environ),
+            elastic=elastic,
         )
 
     @property
@@ -175,7 +177,8 @@ class LocalStack:
             health = component.check(existing, self.ctx.settings)
             if health.ok:
                 pid = f"pid {existing.pid}, " if existing.pid else ""
-                progress(f"{name}: already running ({pid}{existing.endpoint})")
+                detail = f"; {health.detail}" if health.detail else ""
+                progress(f"{name}: already running ({pid}{existing.endpoint}{detail})")
                 return existing
             progress(f"{name}: recorded but not healthy ({health.detail}); restarting")
             component.stop(existing)

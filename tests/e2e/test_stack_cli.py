@@ -5,149 +5,101 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
+from cli_workspace import REPO_ROOT, Workspace, open_workspace, status_rows, wait_for_healthz
 
-from cluster.localstack import free_port
-from cluster.localstack.processes import all_pids, cmdline, descendants, is_alive, session_members
-from cluster.localstack.ray_head import temp_dir_for
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PORT_VARS = (
-    "POSTGRES_PORT", "REDIS_PORT", "SERVER_PORT", "GRPC_PORT",
-    "CHRONOVERSE_RAY_GCS_PORT", "CHRONOVERSE_RAY_DASHBOARD_PORT", "CHRONOVERSE_RAY_CLIENT_SERVER_PORT",
-    "CHRONOVERSE_RAY_METRICS_EXPORT_PORT", "CHRONOVERSE_RAY_DASHBOARD_AGENT_LISTEN_PORT",
-    "CHRONOVERSE_RAY_DASHBOARD_AGENT_GRPC_PORT", "CHRONOVERSE_RAY_RUNTIME_ENV_AGENT_PORT",
-    "CHRONOVERSE_RAY_NODE_MANAGER_PORT", "CHRONOVERSE_RAY_OBJECT_MANAGER_PORT",
-)
+from cluster.clusterfile import load_cluster_spec
+from cluster.localstack.processes import is_alive
 
 pytestmark = pytest.mark.slow
 
 
-def _cli() -> list[str]:
-    script = Path(sys.executable).parent / "chronoverse"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "cluster.cli"]
-
-
-@dataclass
-class Workspace:
-    root: Path
-    env: dict[str, str]
-
-    @property
-    def state_file(self) -> Path:
-        return self.root / ".chronoverse" / "stack.json"
-
-    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*_cli(), *args], cwd=self.root, env=self.env, capture_output=True, text=True,
-                              timeout=timeout, check=False)
-
-
 @pytest.fixture
 def workspace(clean_env: pytest.MonkeyPatch) -> Iterator[Workspace]:
-    root = Path(tempfile.mkdtemp(prefix="cv-e2e-"))
-    root.chmod(0o755)  # PostgreSQL runs unprivileged and must reach <root>/.chronoverse
-    env = dict(os.environ)  # without any configuration of the developer's shell (clean_env)
-    env.update({var: str(free_port()) for var in PORT_VARS})
-    env["KAFKA_BROKERS"] = f"127.0.0.1:{free_port()}"
-    # A worker port range away from the default one a developer's own `chronoverse up` uses.
-    env["CHRONOVERSE_RAY_MIN_WORKER_PORT"], env["CHRONOVERSE_RAY_MAX_WORKER_PORT"] = "29300", "29999"
-    env["CHRONOVERSE_CLUSTER_FILE"] = str(REPO_ROOT / "deploy" / "chronoverse.yaml")
-    ws = Workspace(root, env)
-    try:
+    with open_workspace(worker_ports=(29300, 29999)) as ws:
         yield ws
-    finally:
-        if ws.state_file.exists():  # a failed assertion must not leak a running stack
-            ws.run("down")
-        shutil.rmtree(root, ignore_errors=True)
 
 
-def _recorded_pids(state_file: Path) -> dict[str, list[int]]:
-    """Every live process of every component recorded in stack.json."""
-    state = json.loads(state_file.read_text())
-    out: dict[str, list[int]] = {}
-    for name, record in state["components"].items():
-        if not record["managed"] or not record.get("pid"):
-            continue
-        if "sid" in record["data"]:
-            out[name] = session_members(int(record["data"]["sid"]))
-        else:
-            out[name] = [record["pid"], *descendants(record["pid"])]
-    return out
-
-
-def _processes_mentioning(*needles: str) -> list[str]:
-    found = []
-    for pid in all_pids():
-        if pid == os.getpid() or not is_alive(pid):
-            continue
-        line = " ".join(cmdline(pid))
-        if any(needle in line for needle in needles):
-            found.append(f"{pid}: {line[:160]}")
-    return found
-
-
-def _status_rows(output: str) -> dict[str, str]:
-    rows = {}
-    for line in output.splitlines()[1:]:
-        parts = line.split()
-        if len(parts) >= 2:
-            rows[parts[0]] = parts[1]
-    return rows
+def _serve_app_import_error() -> str:
+    """Why the Serve application cannot be imported ("" when it can)."""
+    try:
+        import serve_apps.app  # noqa: F401
+    except ImportError as err:
+        return f"{err.__class__.__name__}: {err}"
+    return ""
 
 
 def test_up_status_down_leaves_no_process_behind(workspace: Workspace) -> None:
+    if reason := _serve_app_import_error():
+        pytest.skip(f"`up` deploys the Serve app, which is not importable: {reason}")
     up = workspace.run("up")
     assert up.returncode == 0, up.stdout + up.stderr
-    assert f"API:        http://127.0.0.1:{workspace.env['SERVER_PORT']}" in up.stdout
+    assert f"API:        {workspace.api_url}" in up.stdout
     assert f"http://127.0.0.1:{workspace.env['CHRONOVERSE_RAY_DASHBOARD_PORT']}" in up.stdout
+
+    # The deployed API answers on SERVER_PORT.
+    assert wait_for_healthz(workspace.api_url).json()["status"] == "ok"
 
     status = workspace.run("status")
     assert status.returncode == 0, status.stdout + status.stderr
-    rows = _status_rows(status.stdout)
-    assert {rows[name] for name in ("postgres", "redis", "kafka", "ray")} == {"running"}
-    assert rows["clickhouse"] == "embedded"
-    assert rows["docker"] in ("running", "external", "unavailable")
+    rows = status_rows(status.stdout)
+    assert {rows[name][1] for name in ("postgres", "redis", "kafka", "ray")} == {"running"}
+    assert rows["clickhouse"][1] == "embedded"
+    assert rows["docker"][1] in ("running", "external", "unavailable")
+    # The Serve deployments, every pool of the cluster file with its actors, and the consumer groups.
+    spec = load_cluster_spec(REPO_ROOT / "deploy" / "chronoverse.yaml")
+    assert {name: rows[name][1] for name in spec.serve.deployments} == dict.fromkeys(spec.serve.deployments,
+                                                                                     "HEALTHY")
+    assert {pool: int(rows[pool][1]) >= 1 for pool in spec.pools} == dict.fromkeys(spec.pools, True)
+    groups = {p.consumer_group for p in spec.pools.values() if p.consumer_group}
+    assert {row[1] for name, row in rows.items() if name.startswith("consumer-")} == groups
 
-    pids = _recorded_pids(workspace.state_file)
+    pids = workspace.recorded_pids()
     assert set(pids) >= {"postgres", "redis", "kafka", "ray"}
-    assert len(pids["ray"]) > 3  # gcs_server, raylet, dashboard, agents …
+    assert len(pids["ray"]) > 3  # gcs_server, raylet, dashboard, agents, actors …
     everything = [pid for group in pids.values() for pid in group]
 
     down = workspace.run("down")
     assert down.returncode == 0, down.stdout + down.stderr
     assert [pid for pid in everything if is_alive(pid)] == []
-    ray_temp = temp_dir_for(workspace.root / ".chronoverse")
-    assert _processes_mentioning(str(workspace.root), str(ray_temp)) == []
+    assert workspace.leftovers() == []
     assert not workspace.state_file.exists()
 
     after = workspace.run("status")
     assert after.returncode != 0
-    assert _status_rows(after.stdout)["postgres"] == "down"
+    assert status_rows(after.stdout)["postgres"][1] == "down"
 
 
-def test_second_up_reports_running_parts_and_restarts_a_dead_one(workspace: Workspace) -> None:
+def test_second_up_and_deploy_keep_what_runs_and_restart_a_dead_part(workspace: Workspace) -> None:
     first = workspace.run("up")
     assert first.returncode == 0, first.stdout + first.stderr
+
+    # A single-node head is not silently swapped for an elastic one.
+    elastic = workspace.run("up", "--elastic")
+    assert elastic.returncode == 1
+    assert "chronoverse down" in elastic.stderr and "Traceback" not in elastic.stderr
+
+    # KubeRay's deploy Job: backbone and autoscaler only; the running app is left alone.
+    deploy = workspace.run("deploy", "--skip-serve")
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    assert "serve: skipped" in deploy.stdout
+    assert wait_for_healthz(workspace.api_url).status_code == 200
+
     redis_pid = json.loads(workspace.state_file.read_text())["components"]["redis"]["pid"]
     os.kill(redis_pid, signal.SIGKILL)
 
     broken = workspace.run("status")
     assert broken.returncode != 0
-    assert _status_rows(broken.stdout)["redis"] == "down"
+    assert status_rows(broken.stdout)["redis"][1] == "down"
 
     second = workspace.run("up")
     assert second.returncode == 0, second.stdout + second.stderr
     assert "postgres: already running" in second.stdout
     assert "ray: already running" in second.stdout
+    assert "serve: application 'chronoverse' already running" in second.stdout
     assert "redis: recorded but not healthy" in second.stdout
     assert workspace.run("status").returncode == 0
     assert workspace.run("down").returncode == 0
@@ -165,4 +117,4 @@ def test_unusable_port_names_the_part_and_its_variable(workspace: Workspace) -> 
     assert "redis:" in up.stderr and "REDIS_PORT" in up.stderr
     # What had started (PostgreSQL) is recorded, so down stops it.
     assert workspace.run("down").returncode == 0
-    assert _processes_mentioning(str(workspace.root)) == []
+    assert workspace.leftovers() == []
