@@ -6,8 +6,10 @@ the pool's worker shell (``execution-worker-<i>``, created by :class:`actors.poo
 
 Per ``ScheduledJobEntry`` (:meth:`ExecutionWorker.dispatch`):
 
-1. wait for one of the worker's slots (``EXECUTION_WORKER_CONCURRENCY``; 0 → 4) — the wait is
-   the pool's backpressure;
+1. wait for one of the worker's slots — the wait is the pool's backpressure.  Slots are
+   ``EXECUTION_WORKER_CONCURRENCY`` runs of any kind; with 0 (the default) :data:`ASYNC_SLOTS` runs,
+   of which at most 4 (the seed's 0 → GOMAXPROCS on the production CPU limit) run containers:
+   HEARTBEAT and RAY runs are async I/O that cost the worker almost nothing while they wait;
 2. claim the lease (dispatch-attempt guard and per-workflow serialisation, :mod:`store.job_leases`);
    ``claimed=False`` is acknowledged and nothing runs;
 3. return: the record is acknowledged right after a successful claim and the run continues
@@ -18,6 +20,10 @@ Per ``ScheduledJobEntry`` (:meth:`ExecutionWorker.dispatch`):
    ``EXECUTION_WORKER_LEASE_RENEW_INTERVAL``.  Losing the lease (renewal refused, or impossible
    before it expires) cancels the runner, which cleans up (the container is removed);
 5. settle per :class:`domain.execution.RetryPolicy`: complete, fail, or release for a system retry.
+
+A batch of records (the consumer hands several at once under load) is claimed concurrently; an
+undecodable record in it is skipped on its own, any other failure makes the consumer retry the whole
+batch (a claim is idempotent: records already claimed answer "not claimed").
 
 A recovery loop (``RECOVERY_INTERVAL``, first pass at start) re-leases RUNNING jobs whose lease
 expired — their worker died — and finishes them from the container's real state: an exited
@@ -46,13 +52,13 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict
 
 from actors.log_publisher import JobLogWriter, LogPublisher
-from actors.metrics import METRICS
+from actors.metrics import METRICS, report_db_pool
 from actors.runners.container import ContainerRunner, RuntimeUnavailable
 from actors.runners.context import RunContext
 from actors.runners.heartbeat import HeartbeatRunner
 from domain.config import ExecutionWorkerConfig, Settings
 from domain.enums import ExecutionErrorCode, JobStatus, JobTrigger, WorkflowBuildStatus, WorkflowKind
-from domain.errors import ChronoverseError, NotFound, PreconditionFailed, Unavailable
+from domain.errors import ChronoverseError, Invalid, NotFound, PreconditionFailed, Unavailable
 from domain.event_keys import automatic_job_key
 from domain.execution import (
     Complete,
@@ -84,6 +90,20 @@ T = TypeVar("T")
 #: How long :meth:`ExecutionWorkerActor.shutdown` lets running jobs finish before handing them back
 #: (the pool kills a draining actor 10 s after asking it to shut down).
 SHUTDOWN_DRAIN_S = 6.0
+#: ``component`` of this worker's database pool metrics.
+EXECUTION_COMPONENT = "execution-worker"
+#: ``status`` of :meth:`BackboneMetrics.job_outcome` for a run released for a system retry.
+RETRY_OUTCOME = "RETRY"
+#: Slots of a worker when ``EXECUTION_WORKER_CONCURRENCY`` is 0 (containers stay at ``worker_slots(0)``).
+ASYNC_SLOTS = 64
+
+
+def job_slots(concurrency: int) -> tuple[int, int]:
+    """``(runs at once, container runs at once)`` for ``EXECUTION_WORKER_CONCURRENCY``: a set value
+    bounds every kind alike; 0 gives :data:`ASYNC_SLOTS` runs, :func:`worker_slots` of them containers."""
+    if concurrency > 0:
+        return concurrency, concurrency
+    return ASYNC_SLOTS, worker_slots(0)
 
 
 class ExecutionWorkerStats(BaseModel):
@@ -125,13 +145,14 @@ class _Counters:
 
 
 class _Runners:
-    """The runner of each workflow kind."""
+    """The runner of each workflow kind; container runs wait for one of ``container_slots``."""
 
     def __init__(self, heartbeat: HeartbeatRunner, containers: ContainerRunner | None,
-                 ray_tasks: Any | None = None) -> None:
+                 ray_tasks: Any | None = None, *, container_slots: int = 4) -> None:
         self.heartbeat = heartbeat
         self.containers = containers
         self.ray_tasks = ray_tasks
+        self._container_slots = asyncio.Semaphore(container_slots)
 
     async def run(self, ctx: RunContext, payload: Any, logs: JobLogWriter) -> RunOutcome:
         if isinstance(payload, HeartbeatPayload):
@@ -140,7 +161,8 @@ class _Runners:
             if self.containers is None:
                 return RunOutcome.failed(ExecutionErrorCode.CONTAINER_RUNTIME_UNAVAILABLE,
                                          "this execution worker has no container runtime")
-            return await self.containers.run(ctx, payload, logs)
+            async with self._container_slots:  # waited for under the lease, which keeps renewing
+                return await self.containers.run(ctx, payload, logs)
         if isinstance(payload, RayPayload):
             if self.ray_tasks is None:
                 return RunOutcome.failed(ExecutionErrorCode.TASK_UNAVAILABLE,
@@ -179,9 +201,9 @@ class ExecutionWorker:
         self.db = db
         self.leases = JobLeases(db)
         self.logs = logs
-        self.runners = _Runners(heartbeat, containers, ray_tasks)
+        self.slots, container_slots = job_slots(cfg.concurrency)
+        self.runners = _Runners(heartbeat, containers, ray_tasks, container_slots=container_slots)
         self.policy = RetryPolicy.from_config(cfg)
-        self.slots = worker_slots(cfg.concurrency)
         self._slots = asyncio.Semaphore(self.slots)
         self._renew_every = renew_interval(cfg.lease_duration, cfg.lease_renew_interval).total_seconds()
         self._running: dict[UUID, asyncio.Task[None]] = {}
@@ -239,9 +261,25 @@ class ExecutionWorker:
     # ------------------------------------------------------------------ dispatch
 
     async def handle(self, records: ConsumedRecord | list[ConsumedRecord]) -> list[str]:
-        """Pool entry point: one or more ``jobs`` records.  Returns one word per record."""
+        """Pool entry point: one or more ``jobs`` records, claimed concurrently.  Returns one word per
+        record; raises the first failure (after every claim settled) so the batch is retried."""
         batch = records if isinstance(records, list) else [records]
-        return [await self.dispatch(record.decode(ScheduledJobEntry)) for record in batch]
+        if len(batch) == 1:
+            return [await self._handle_one(batch[0])]
+        results = await asyncio.gather(*(self._handle_one(record) for record in batch),
+                                       return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return [str(result) for result in results]
+
+    async def _handle_one(self, record: ConsumedRecord) -> str:
+        try:
+            entry = record.decode(ScheduledJobEntry)
+        except Invalid as err:  # skipped alone: the rest of its batch is still claimed
+            log.warning("%s: skipping an undecodable dispatch: %s", self.worker_id, err)
+            return "undecodable"
+        return await self.dispatch(entry)
 
     async def dispatch(self, entry: ScheduledJobEntry) -> str:
         """Claim and start one dispatched job; ``"claimed"`` or the reason it was not.  Raises
@@ -265,7 +303,7 @@ class ExecutionWorker:
             self.counters.claimed += 1
             if job.attempts == 1:
                 METRICS.dispatch_latency((job.started_at - job.scheduled_at).total_seconds(), stage="running")
-            task = asyncio.create_task(self._execute(job, entry.workflow_generation),
+            task = asyncio.create_task(self._execute(job, entry.workflow_generation, result.workflow),
                                        name=f"job-{job.id}")
             self._running[job.id] = task
             task.add_done_callback(self._finisher(job.id))
@@ -284,15 +322,15 @@ class ExecutionWorker:
 
     # ------------------------------------------------------------------ one run
 
-    async def _execute(self, job: ClaimedJob, generation: int) -> None:
+    async def _execute(self, job: ClaimedJob, generation: int, workflow: Workflow | None) -> None:
+        """Run a claimed job; ``workflow`` is as its claim read it (``None``: deleted)."""
         lease = _Lease(job.id, job.lease_token)
         writer: JobLogWriter | None = None
         try:
-            workflow = await self._workflow(job.workflow_id)
             if workflow is None:
                 return  # deleted: the job row went with it
             if workflow.terminated:
-                await self._settle_cancel(lease)
+                await self._settle_cancel(lease, workflow.kind)
                 return
             writer = self.logs.writer(job_id=job.id, workflow_id=job.workflow_id, user_id=job.user_id,
                                       attempt=job.attempts, retention=workflow.log_retention)
@@ -301,7 +339,8 @@ class ExecutionWorker:
                 await self._lease_lost(job.id, writer)
                 return
             await writer.flush()
-            await self._settle(lease, self.policy.decide(outcome, attempts=job.attempts), writer)
+            await self._settle(lease, self.policy.decide(outcome, attempts=job.attempts), writer,
+                               workflow.kind)
         except asyncio.CancelledError:
             # Drained: hand the job back for an immediate retry elsewhere.
             if not lease.lost:
@@ -419,7 +458,8 @@ class ExecutionWorker:
 
     # ------------------------------------------------------------------ settling
 
-    async def _settle(self, lease: _Lease, decision: Decision, writer: JobLogWriter | None) -> None:
+    async def _settle(self, lease: _Lease, decision: Decision, writer: JobLogWriter | None,
+                      kind: WorkflowKind) -> None:
         try:
             if isinstance(decision, Complete):
                 await self.leases.complete(lease.job_id, lease.token)
@@ -436,7 +476,9 @@ class ExecutionWorker:
                     lease.job_id, lease.token, retry_after=decision.retry_after,
                     error_code=decision.error_code, error_message=decision.error_message)
                 self.counters.released += 1
+                METRICS.job_outcome(kind, RETRY_OUTCOME)
                 return
+            METRICS.job_outcome(kind, status)
         except PreconditionFailed:
             lease.lost = True
             await self._lease_lost(lease.job_id, writer)
@@ -444,10 +486,11 @@ class ExecutionWorker:
         if writer is not None:
             await writer.end(status)
 
-    async def _settle_cancel(self, lease: _Lease) -> None:
+    async def _settle_cancel(self, lease: _Lease, kind: WorkflowKind) -> None:
         try:
             await self.leases.cancel_claimed(lease.job_id, lease.token)
             self.counters.canceled += 1
+            METRICS.job_outcome(kind, JobStatus.CANCELED)
         except PreconditionFailed:
             self.counters.lease_lost += 1
 
@@ -505,7 +548,7 @@ class ExecutionWorker:
                 return
             await writer.flush()
             self.counters.recovered += 1
-            await self._settle(lease, self.policy.decide(outcome, attempts=job.attempts), writer)
+            await self._settle(lease, self.policy.decide(outcome, attempts=job.attempts), writer, job.kind)
         except Exception:
             log.exception("%s: recovery of job %s failed; it is retried next pass", self.worker_id, job.id)
 
@@ -554,12 +597,15 @@ class ExecutionWorkerActor:
     async def _start(self) -> None:
         s = self.settings
         cfg = s.execution
-        slots = worker_slots(cfg.concurrency)
+        slots, container_slots = job_slots(cfg.concurrency)
         closers: list[Callable[[], Awaitable[None]]] = []
         try:
-            db = await create_pool(s.postgres, min_size=1, max_size=max(4, slots + 2),
-                                   application_name=self.name)
+            # Runs hold a connection only per statement, so POSTGRES_MAX_CONNS serves many slots.
+            db_size = min(slots + 2, max(4, s.postgres.max_conns))
+            db = await create_pool(s.postgres, min_size=1, max_size=db_size, application_name=self.name)
             closers.append(db.close)
+            reporter = asyncio.create_task(report_db_pool(EXECUTION_COMPONENT, db))
+            closers.append(lambda: _cancel(reporter))
             redis = create_redis(s.redis, client_name=self.name)
             closers.append(redis.aclose)
             producer = EventProducer(s.kafka, client_id=self.name)
@@ -567,7 +613,7 @@ class ExecutionWorkerActor:
             closers.append(producer.stop)
             heartbeat = HeartbeatRunner()
             closers.append(heartbeat.aclose)
-            containers = ContainerRunner(s.docker, cfg, max_parallel=slots)
+            containers = ContainerRunner(s.docker, cfg, max_parallel=container_slots)
             closers.append(lambda: asyncio.to_thread(containers.close))
         except BaseException:
             for close in reversed(closers):
@@ -608,6 +654,12 @@ class ExecutionWorkerActor:
             with contextlib.suppress(Exception):
                 await close()
         self._closers = []
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _ray_task_runner() -> Any | None:

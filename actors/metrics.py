@@ -1,5 +1,6 @@
 """Backbone metrics as ``ray.util.metrics`` (SPEC §7): pool size / busy / queue depth / in flight,
-outbox backlog and DEAD rows, dispatch latency (due → QUEUED) and consumer lag.
+outbox backlog and DEAD rows, dispatch latency (due → QUEUED, due → RUNNING), consumer lag, job
+outcomes and database pool saturation (the names the Grafana dashboard in ``deploy/grafana`` reads).
 
 Ray exports them on the metrics agent (names get a ``ray_`` prefix, counters a ``_total`` suffix;
 ray-notes §5).  The plain classes (scheduler, relay, pool router) record through
@@ -9,10 +10,18 @@ same code runs with and without a cluster.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
+import asyncpg
+
+from store.postgres import pool_saturation
+
 log = logging.getLogger(__name__)
+
+#: How often :func:`report_db_pool` samples a connection pool.
+DB_POOL_REPORT_S = 5.0
 
 #: Histogram boundaries for dispatch latency in seconds (SPEC §8: p50 ≤ 0.25 s, p99 ≤ 1 s).
 LATENCY_BOUNDARIES = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
@@ -74,6 +83,18 @@ class BackboneMetrics:
                     "Records behind the high watermark",
                     tag_keys=("group", "topic", "partition"),
                 ),
+                "job_outcomes": lambda: Counter(
+                    "chronoverse_job_outcomes",
+                    "Job runs settled by the execution workers (COMPLETED, FAILED, CANCELED, RETRY)",
+                    tag_keys=("kind", "status"),
+                ),
+                "db_pool_in_use": lambda: Gauge(
+                    "chronoverse_db_pool_in_use", "PostgreSQL connections checked out",
+                    tag_keys=("component",),
+                ),
+                "db_pool_size": lambda: Gauge(
+                    "chronoverse_db_pool_size", "PostgreSQL pool maximum size", tag_keys=("component",)
+                ),
             }
             metric = factories[name]()
         except Exception:  # metrics must never break the work they observe
@@ -126,6 +147,30 @@ class BackboneMetrics:
 
     def consumer_lag(self, group: str, topic: str, partition: int, lag: int) -> None:
         self._gauge("consumer_lag", lag, {"group": group, "topic": topic, "partition": str(partition)})
+
+    def job_outcome(self, kind: str, status: str) -> None:
+        """One settled run: ``status`` is the job's new state (``COMPLETED``, ``FAILED``,
+        ``CANCELED``) or ``RETRY`` (released for a system retry); ``kind`` the workflow kind."""
+        metric = self._metric("job_outcomes")
+        if metric is not None:
+            metric.inc(1, tags={"kind": str(kind), "status": str(status)})
+
+    def db_pool(self, component: str, pool: asyncpg.Pool) -> None:
+        """Connections in use and the maximum size of ``component``'s pool (saturation = ratio)."""
+        size = pool.get_max_size()
+        self._gauge("db_pool_in_use", round(pool_saturation(pool) * size), {"component": component})
+        self._gauge("db_pool_size", size, {"component": component})
+
+
+async def report_db_pool(component: str, pool: asyncpg.Pool, *, every_s: float = DB_POOL_REPORT_S,
+                         metrics: BackboneMetrics | None = None) -> None:
+    """Sample ``pool`` into the DB pool gauges until cancelled (run it as a task beside the pool)."""
+    while True:
+        try:
+            (metrics or METRICS).db_pool(component, pool)
+        except Exception:  # a closed pool or a metrics hiccup must not kill the owner
+            log.debug("db pool sample of %s failed", component, exc_info=True)
+        await asyncio.sleep(every_s)
 
 
 #: The process-wide instance.

@@ -2,9 +2,10 @@
 
 Per enabled topic (``OUTBOX_RELAY_{WORKFLOW,JOBS,ANALYTICS}_ENABLED``) a loop claims a batch of due
 rows with a processing lease (:func:`store.outbox.claim_batch`: at most one row per ``(topic,
-key)`` in flight, strict per-key order), publishes them (key = ``kafka_key``, value = the stored
-payload JSON) and settles each row: PUBLISHED, or FAILED with ``retry_backoff``, or DEAD at
-``max_attempts``.  DEAD rows do not block later rows of their key, are exported as a metric and are
+key)`` in flight, strict per-key order), publishes the whole batch at once (key = ``kafka_key``,
+value = the stored payload JSON; one row per key, so the order within a key cannot change), marks
+every delivered row PUBLISHED in one statement and each failed one FAILED with ``retry_backoff``,
+or DEAD at ``max_attempts``.  DEAD rows do not block later rows of their key, are exported as a metric and are
 re-queued by ``chronoverse outbox redrive``.
 
 A loop claims again at once after a non-empty batch (the next row of each key became eligible) and
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import Literal, Protocol
 
 import asyncpg
@@ -26,10 +28,10 @@ import ray
 from pydantic import BaseModel, ConfigDict
 
 from actors.lifecycle import Startup
-from actors.metrics import METRICS, BackboneMetrics
+from actors.metrics import METRICS, BackboneMetrics, report_db_pool
 from domain.config import OutboxRelayConfig, PostgresConfig, Settings
 from domain.enums import OutboxStatus
-from ingest.producer import EventProducer
+from ingest.producer import EventProducer, OutgoingRecord
 from ingest.topics import ANALYTICS, JOBS, WORKFLOWS
 from store import outbox
 from store.listener import ChannelListener
@@ -38,7 +40,9 @@ from store.postgres import create_pool
 log = logging.getLogger(__name__)
 
 OUTBOX_CHANNEL = "chronoverse_outbox"
-Settled = Literal["published", "failed", "dead", "lost"]
+Settled = Literal["failed", "dead", "lost"]
+#: ``component`` of the relay's database pool metrics.
+RELAY_COMPONENT = "outbox-relay"
 #: How often the backlog / DEAD gauges are refreshed.
 BACKLOG_REFRESH_S = 5.0
 #: Sleep cap while notifications cannot be relied on.
@@ -46,9 +50,10 @@ DEGRADED_POLL_S = 1.0
 
 
 class Publisher(Protocol):
-    """What the relay needs from a Kafka producer (:class:`ingest.producer.EventProducer`)."""
+    """What the relay needs from a Kafka producer (:class:`ingest.producer.EventProducer`): publish
+    a batch and report each record's outcome (an exception for the records that failed)."""
 
-    async def send(self, topic: str, key: str, event: bytes) -> object: ...
+    async def send_each(self, records: Sequence[OutgoingRecord]) -> Sequence[object]: ...
 
 
 def relayed_topics(cfg: OutboxRelayConfig) -> list[str]:
@@ -140,22 +145,24 @@ class OutboxRelay:
         if not rows:
             return BatchResult(topic=topic, claimed=0, published=0, failed=0, dead=0, lost=0)
 
-        async def publish(row: outbox.OutboxRow) -> BaseException | None:
-            try:
-                async with asyncio.timeout(self.cfg.context_timeout.total_seconds()):
-                    await self.producer.send(row.topic, row.kafka_key, row.kafka_value())
-                return None
-            except Exception as err:
-                return err
-
-        # A batch holds at most one row per key, so publishing them concurrently keeps per-key order.
-        outcomes = await asyncio.gather(*(publish(row) for row in rows))
-        pairs = zip(rows, outcomes, strict=True)
-        settled = await asyncio.gather(*(self._settle(row, err) for row, err in pairs))
-        published = settled.count("published")
+        # A batch holds at most one row per key, so publishing it at once keeps per-key order.
+        records = [OutgoingRecord(topic=r.topic, key=r.kafka_key, value=r.kafka_value()) for r in rows]
+        outcomes: Sequence[object]
+        try:
+            async with asyncio.timeout(self.cfg.context_timeout.total_seconds()):
+                outcomes = await self.producer.send_each(records)
+        except Exception as err:  # timed out (or the producer broke): every row of the batch failed
+            outcomes = [err] * len(rows)
+        pairs = list(zip(rows, outcomes, strict=True))
+        delivered = [row for row, out in pairs if not isinstance(out, BaseException)]
+        marked = await outbox.mark_published_many(self.pool, delivered)
+        settled = await asyncio.gather(*(
+            self._settle_failed(row, out) for row, out in pairs if isinstance(out, BaseException)
+        ))
+        published = len(marked)
         failed = settled.count("failed")
         dead = settled.count("dead")
-        lost = settled.count("lost")
+        lost = settled.count("lost") + len(delivered) - len(marked)
         self._published += published
         self._failed += failed
         self._dead += dead
@@ -165,15 +172,12 @@ class OutboxRelay:
             topic=topic, claimed=len(rows), published=published, failed=failed, dead=dead, lost=lost
         )
 
-    async def _settle(self, row: outbox.OutboxRow, err: BaseException | None) -> Settled:
-        """Mark one claimed row; returns published / failed / dead / lost."""
-        token = row.claim_token or ""
-        if err is None:
-            return "published" if await outbox.mark_published(self.pool, row.id, token) else "lost"
+    async def _settle_failed(self, row: outbox.OutboxRow, err: BaseException) -> Settled:
+        """Mark one claimed row whose publish failed; returns failed / dead / lost."""
         status = await outbox.mark_failed(
             self.pool,
             row.id,
-            token,
+            row.claim_token or "",
             error=f"{type(err).__name__}: {err}",
             max_attempts=self.cfg.max_attempts,
             retry_backoff=self.cfg.retry_backoff,
@@ -284,6 +288,7 @@ class OutboxRelayActor:
         self.relay: OutboxRelay | None = None
         self._pool: asyncpg.Pool | None = None
         self._producer: EventProducer | None = None
+        self._reporter: asyncio.Task[None] | None = None
         self._startup = Startup(self._start)
 
     async def _start(self) -> None:
@@ -296,6 +301,7 @@ class OutboxRelayActor:
             self.settings.outbox, self._pool, self._producer, listen=self.settings.postgres, name=self.name
         )
         self.relay.start()
+        self._reporter = asyncio.create_task(report_db_pool(RELAY_COMPONENT, self._pool))
 
     async def ready(self) -> bool:
         await self._startup.wait()
@@ -307,6 +313,8 @@ class OutboxRelayActor:
         return self.relay.stats()
 
     async def shutdown(self) -> None:
+        if self._reporter is not None:
+            self._reporter.cancel()
         if self.relay is not None:
             await self.relay.stop()
         if self._producer is not None:

@@ -22,7 +22,7 @@ import ray
 from pydantic import BaseModel, ConfigDict
 
 from actors.lifecycle import Startup
-from actors.metrics import METRICS, BackboneMetrics
+from actors.metrics import METRICS, BackboneMetrics, report_db_pool
 from domain.config import PostgresConfig, SchedulingWorkerConfig, Settings
 from store import scheduling
 from store.listener import ChannelListener
@@ -31,6 +31,8 @@ from store.postgres import create_pool
 log = logging.getLogger(__name__)
 
 JOBS_CHANNEL = "chronoverse_jobs"
+#: ``component`` of the scheduler's database pool metrics.
+SCHEDULER_COMPONENT = "scheduler"
 #: Sleep cap while notifications cannot be relied on (listener disconnected).
 DEGRADED_POLL_S = 1.0
 #: Backoff when something is due but nothing could be dispatched (another replica holds the rows).
@@ -215,6 +217,7 @@ class SchedulerActor:
         self.name = name
         self.scheduler: Scheduler | None = None
         self._pool: asyncpg.Pool | None = None
+        self._reporter: asyncio.Task[None] | None = None
         self._startup = Startup(self._start)
 
     async def _start(self) -> None:
@@ -225,6 +228,7 @@ class SchedulerActor:
             self.settings.scheduler, self._pool, listen=self.settings.postgres, name=self.name
         )
         self.scheduler.start()
+        self._reporter = asyncio.create_task(report_db_pool(SCHEDULER_COMPONENT, self._pool))
 
     async def ready(self) -> bool:
         await self._startup.wait()
@@ -240,6 +244,8 @@ class SchedulerActor:
             self.scheduler.wake()
 
     async def shutdown(self) -> None:
+        if self._reporter is not None:
+            self._reporter.cancel()
         if self.scheduler is not None:
             await self.scheduler.stop()
         if self._pool is not None:

@@ -29,6 +29,13 @@ Prints one JSON line per measure (``name, value, unit, params``):
 
 Usage: ``python bench/throughput.py --rate 200 --duration 10 --workflows 2000`` (settings come from
 the environment / the running local stack, as for ``chronoverse status``).
+
+``--local`` runs on its own instead: throwaway PostgreSQL/Redis/tansu (``bench/benchstack.py``) and a
+private local Ray cluster with the whole backbone (scheduler, relay, consumer groups, pools with the
+real execution workers, processors), no Serve app.  The workflows are then inserted as built
+(``COMPLETED``) and each trigger is the manual-schedule statement the API's JobsService runs
+(:func:`store.jobs.schedule_manual`), so the numbers are the pipeline's, without the API's CPU.
+``--trigger db`` does the same against a running system.
 """
 
 from __future__ import annotations
@@ -36,50 +43,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import statistics
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 import httpx
-from aiohttp import web
+from benchstack import Target, TreeCpu
 
 from cluster.cli import load_context
+from cluster.settings import load_settings
 from domain.config import Settings
+from domain.enums import StackComponent
+from domain.ids import uuid7
+from store import jobs as jobs_repo
 from store.postgres import create_pool
 
 PASSWORD = "bench-password-123"
-
-
-@dataclass
-class Target:
-    """The probed endpoint: counts hits per workflow (the path carries the workflow number)."""
-
-    hits: Counter[str] = field(default_factory=Counter)
-    url: str = ""
-    runner: web.AppRunner | None = None
-
-    async def start(self, host: str = "127.0.0.1") -> None:
-        async def probe(request: web.Request) -> web.Response:
-            self.hits[request.match_info["workflow"]] += 1
-            return web.Response(status=200)
-
-        app = web.Application()
-        app.router.add_get("/probe/{workflow}", probe)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, host, 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://{host}:{port}"
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
 
 
 def emit(name: str, value: float, unit: str, params: dict[str, Any]) -> None:
@@ -148,35 +132,79 @@ async def wait_built(db: asyncpg.Pool, workflow_ids: list[str], within_s: float)
                      "is the backbone running?")
 
 
-async def offer(api: httpx.AsyncClient, workflow_ids: list[str], rate: float, duration: float
-                ) -> tuple[list[UUID], int]:
+INSERT_WORKFLOWS = """
+INSERT INTO workflows (id, user_id, name, payload, kind, build_status, "interval",
+                       max_consecutive_job_failures_allowed)
+SELECT w.id, $2, 'bench-' || w.n, jsonb_build_object('endpoint', $3 || '/probe/' || w.n, 'timeout', '10s'),
+       'HEARTBEAT', 'COMPLETED', 10080, 100
+  FROM unnest($1::uuid[]) WITH ORDINALITY AS w(id, n)
+"""
+
+
+async def insert_workflows(db: asyncpg.Pool, target: Target, count: int) -> list[str]:
+    """``count`` built HEARTBEAT workflows of a new user, straight into the database (``--trigger db``)."""
+    user_id = uuid7()
+    await db.execute("INSERT INTO users (id, email, password) VALUES ($1, $2, 'x')", user_id,
+                     f"bench-{user_id}@example.com")
+    ids = [uuid7() for _ in range(count)]
+    await db.execute(INSERT_WORKFLOWS, ids, user_id, target.url)
+    return [str(i) for i in ids]
+
+
+async def offer(trigger: Callable[[str], Awaitable[UUID | None]], workflow_ids: list[str], rate: float,
+                duration: float) -> tuple[list[UUID], int]:
+    """Call ``trigger`` (returns the job id, or None when refused) ``rate`` times a second, round-robin
+    over the workflows, without waiting for earlier calls (an open loop)."""
     accepted: list[UUID] = []
     rejected = 0
     total = int(rate * duration)
     start = time.monotonic()
     inflight: set[asyncio.Task[None]] = set()
 
-    async def trigger(workflow_id: str) -> None:
+    async def one(workflow_id: str) -> None:
         nonlocal rejected
-        try:
-            response = await api.post(f"/workflows/{workflow_id}/jobs/schedule",
-                                      headers={"Idempotency-Key": secrets.token_hex(12)})
-            if response.status_code == 201:
-                accepted.append(UUID(response.json()["id"]))
-            else:
-                rejected += 1
-        except httpx.HTTPError:
+        job_id = await trigger(workflow_id)
+        if job_id is None:
             rejected += 1
+        else:
+            accepted.append(job_id)
 
     for i in range(total):
         delay = start + i / rate - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        task = asyncio.create_task(trigger(workflow_ids[i % len(workflow_ids)]))
+        task = asyncio.create_task(one(workflow_ids[i % len(workflow_ids)]))
         inflight.add(task)
         task.add_done_callback(inflight.discard)
     await asyncio.gather(*inflight)
     return accepted, rejected
+
+
+def api_trigger(api: httpx.AsyncClient) -> Callable[[str], Awaitable[UUID | None]]:
+    """A manual trigger over HTTP (``POST /workflows/{id}/jobs/schedule``)."""
+
+    async def trigger(workflow_id: str) -> UUID | None:
+        try:
+            response = await api.post(f"/workflows/{workflow_id}/jobs/schedule",
+                                      headers={"Idempotency-Key": secrets.token_hex(12)})
+        except httpx.HTTPError:
+            return None
+        return UUID(response.json()["id"]) if response.status_code == 201 else None
+
+    return trigger
+
+
+def db_trigger(db: asyncpg.Pool, user_id: UUID) -> Callable[[str], Awaitable[UUID | None]]:
+    """A manual trigger as the JobsService runs it (:func:`store.jobs.schedule_manual`)."""
+
+    async def trigger(workflow_id: str) -> UUID | None:
+        try:
+            return await jobs_repo.schedule_manual(db, user_id=user_id, workflow_id=UUID(workflow_id),
+                                                   idempotency_key=secrets.token_hex(12))
+        except (asyncpg.PostgresError, OSError):
+            return None
+
+    return trigger
 
 
 async def wait_terminal(db: asyncpg.Pool, job_ids: list[UUID], within_s: float) -> list[asyncpg.Record]:
@@ -201,21 +229,41 @@ async def main(args: argparse.Namespace) -> None:
 
 
 async def run(settings: Settings, base_url: str, args: argparse.Namespace) -> None:
-    """The benchmark against the system whose API is ``base_url`` and database ``settings.postgres``."""
-    params = {"rate": args.rate, "duration_s": args.duration, "workflows": args.workflows, "api": base_url}
+    """The benchmark against the system whose API is ``base_url`` and database ``settings.postgres``
+    (``base_url`` is unused with ``--trigger db``)."""
+    params: dict[str, Any] = {"rate": args.rate, "duration_s": args.duration, "workflows": args.workflows,
+                              "trigger": args.trigger, "local": args.local}
+    if args.local:
+        params["worker_niceness"] = args.worker_niceness
+        params["execution_actors"] = args.execution_actors or "cluster file"
+    if args.trigger == "api":
+        params["api"] = base_url
     target = Target()
     await target.start()
-    db = await create_pool(settings.postgres, min_size=1, max_size=2, application_name="bench-throughput")
-    limits = httpx.Limits(max_connections=args.connections, max_keepalive_connections=args.connections)
+    db = await create_pool(settings.postgres, min_size=1, max_size=8, application_name="bench-throughput")
+    cpu = TreeCpu() if args.local else None
     try:
-        async with httpx.AsyncClient(base_url=base_url, timeout=30) as session:
-            token = await setup_user(session)
-        async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits,
-                                     headers={"Authorization": f"Bearer {token}"}) as api:
-            workflow_ids = await create_workflows(api, target, args.workflows)
-            await wait_built(db, workflow_ids, args.build_timeout)
-            accepted, rejected = await offer(api, workflow_ids, args.rate, args.duration)
+        if args.trigger == "db":
+            workflow_ids = await insert_workflows(db, target, args.workflows)
+            user_id = await db.fetchval("SELECT user_id FROM workflows WHERE id = $1", UUID(workflow_ids[0]))
+            load_before = os.getloadavg()
+            if cpu is not None:
+                cpu.start()
+            accepted, rejected = await offer(db_trigger(db, user_id), workflow_ids, args.rate, args.duration)
+        else:
+            n = args.connections
+            limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+            async with httpx.AsyncClient(base_url=base_url, timeout=30) as session:
+                token = await setup_user(session)
+            async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits,
+                                         headers={"Authorization": f"Bearer {token}"}) as api:
+                workflow_ids = await create_workflows(api, target, args.workflows)
+                await wait_built(db, workflow_ids, args.build_timeout)
+                load_before = os.getloadavg()
+                accepted, rejected = await offer(api_trigger(api), workflow_ids, args.rate, args.duration)
         rows = await wait_terminal(db, accepted, args.drain)
+        params["loadavg_1m"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
+        spent = cpu.used() if cpu is not None else {}
         # A trigger that timed out on the client may still have created its job: count every
         # manual job of the benchmark's workflows when comparing with the target's hits.
         every_job = [r["id"] for r in await db.fetch(
@@ -225,10 +273,21 @@ async def run(settings: Settings, base_url: str, args: argparse.Namespace) -> No
     finally:
         await db.close()
         await target.stop()
+    report(rows, all_rows, len(accepted), rejected, sum(target.hits.values()), params)
+    if spent and accepted:
+        # Everything from the first trigger to the last job's end, load generator and target included
+        # (the bench process itself: "python").  Comparable across runs whatever the machine's load.
+        top = dict(sorted(((k, round(v * 1000 / len(accepted), 2)) for k, v in spent.items()),
+                          key=lambda kv: -kv[1])[:12])
+        emit("heartbeat_cpu_per_job", sum(spent.values()) * 1000 / len(accepted), "ms",
+             {**params, "by_process_ms": top})
 
+
+def report(rows: list[asyncpg.Record], all_rows: list[asyncpg.Record], accepted: int, rejected: int,
+           hits: int, params: dict[str, Any]) -> None:
+    """Print the measures (see the module docstring) as JSON lines."""
     completed = [r for r in rows if r["status"] == "COMPLETED"]
-    lost = len(accepted) - len(completed)
-    hits = sum(target.hits.values())
+    lost = accepted - len(completed)
     completed_all = sum(1 for r in all_rows if r["status"] == "COMPLETED")
     duplicated = max(0, hits - completed_all) + sum(1 for r in all_rows if r["attempts"] > 1)
     if completed:
@@ -248,10 +307,43 @@ async def run(settings: Settings, base_url: str, args: argparse.Namespace) -> No
         for name, values in stages:
             for q in (0.5, 0.95, 0.99):
                 emit(f"heartbeat_{name}_p{round(q * 100)}", percentile(values, q), "ms", params)
-    emit("heartbeat_lost", lost, "jobs", {**params, "accepted": len(accepted)})
+    emit("heartbeat_lost", lost, "jobs", {**params, "accepted": accepted})
     emit("heartbeat_duplicated", duplicated, "jobs",
          {**params, "target_hits": hits, "completed_manual_jobs": completed_all})
     emit("heartbeat_trigger_rejected", rejected, "requests", params)
+
+
+async def report_backbone(namespace: str) -> None:
+    """``--local``: what the scheduler and relay replicas did (passes, wake-ups, published rows)."""
+    import ray
+
+    for name in ("scheduler-0", "outbox-relay-0"):
+        stats = await ray.get_actor(name, namespace=namespace).stats.remote()
+        fields = stats.model_dump(include={"passes", "wakeups", "dispatched", "published", "failed"})
+        emit(f"backbone_{name.replace('-', '_')}", 0, "stats", fields)
+
+
+def run_local(args: argparse.Namespace) -> None:
+    """``--local``: throwaway services and a private Ray cluster with the whole backbone."""
+    from benchstack import local_ray, pipeline_settings, start_pipeline, throwaway_services
+
+    components = (StackComponent.POSTGRES, StackComponent.REDIS, StackComponent.KAFKA)
+    with throwaway_services(components, base=load_settings()) as (settings, spec), \
+            local_ray(f"bench-throughput-{os.getpid()}", worker_niceness=args.worker_niceness) as ray_cfg:
+        settings = pipeline_settings(settings, ray_cfg)
+        if args.execution_actors:
+            pools = dict(spec.pools)
+            pools["execution-worker"] = pools["execution-worker"].model_copy(
+                update={"min_actors": args.execution_actors})
+            spec = spec.model_copy(update={"pools": pools})
+
+        async def go() -> None:
+            await start_pipeline(settings, spec)
+            await asyncio.sleep(args.settle)  # consumer groups finish joining (tansu joins are slow)
+            await run(settings, "", args)
+            await report_backbone(settings.ray.namespace)
+
+        asyncio.run(go())
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -265,8 +357,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--drain", type=float, default=120.0, help="seconds to wait for the last jobs")
     parser.add_argument("--build-timeout", type=float, default=300.0, help="seconds to wait for builds")
     parser.add_argument("--api", default="", help="API base URL (default: the running local stack's)")
-    return parser.parse_args(argv)
+    parser.add_argument("--trigger", choices=("api", "db"), default=None,
+                        help="how jobs are triggered: over the API (default) or with the JobsService's "
+                             "statement straight on the database (default with --local)")
+    parser.add_argument("--local", action="store_true",
+                        help="start throwaway services and a private Ray cluster with the backbone")
+    parser.add_argument("--settle", type=float, default=5.0,
+                        help="--local: seconds to wait after start-up before offering load")
+    parser.add_argument("--execution-actors", type=int, default=0,
+                        help="--local: execution workers to start with (default: the cluster file's min)")
+    parser.add_argument("--worker-niceness", type=int, default=0,
+                        help="--local: nice value of the Ray workers (Ray's own default is 15, which "
+                             "starves the pipeline next to any other load on a shared machine)")
+    args = parser.parse_args(argv)
+    if args.trigger is None:
+        args.trigger = "db" if args.local else "api"
+    if args.local and args.trigger != "db":
+        parser.error("--local has no API: use --trigger db")
+    return args
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse_args()))
+    arguments = parse_args()
+    if arguments.local:
+        run_local(arguments)
+    else:
+        asyncio.run(main(arguments))

@@ -178,6 +178,11 @@ class KafkaConfig(Section):
     # tansu makes every group join wait session_timeout/2, so local stacks lower this to 2s.
     session_timeout: GoDuration = timedelta(seconds=10)
     heartbeat_interval: GoDuration = timedelta(seconds=3)
+    # Ours (``KAFKA_FETCH_MAX_WAIT``): how long a consumer's fetch may wait on the broker for data.
+    # tansu does not answer a waiting fetch when records arrive, so this is added to the delivery
+    # latency of every record (aiokafka's default 500ms made a hop cost ~100-250ms); a short wait
+    # only costs a few idle fetch requests per second.
+    fetch_max_wait: GoDuration = timedelta(milliseconds=50)
     tls_enabled: bool = False
     tls_ca_file: str = ""
     tls_cert_file: str = ""

@@ -122,7 +122,8 @@ class JobLogEvent(Event):
 
 class AnalyticEvent(Event):
     """``analytics`` topic.  ``data`` is ``{"kind"}`` (WORKFLOWS), ``{"job_execution_duration"}``
-    in whole seconds (JOBS) or ``{"count"}`` (LOGS).  An empty ``event_key`` disables dedupe."""
+    in whole seconds plus our ``"succeeded"`` (JOBS) or ``{"count"}`` (LOGS).  An empty ``event_key``
+    disables dedupe."""
 
     topic: ClassVar[str] = ANALYTICS
 
@@ -147,15 +148,28 @@ class AnalyticEvent(Event):
 
     @classmethod
     def job_finished(
-        cls, *, user_id: str, workflow_id: str, job_id: str, execution_seconds: int
+        cls,
+        *,
+        user_id: str,
+        workflow_id: str,
+        job_id: str,
+        execution_seconds: int,
+        succeeded: bool | None = None,
     ) -> AnalyticEvent:
-        """The JOBS event of a COMPLETED or FAILED job (one per job, whatever the outcome)."""
+        """The JOBS event of a COMPLETED or FAILED job (one per job, whatever the outcome).
+
+        ``succeeded`` (COMPLETED → True, FAILED → False) feeds the per-workflow success/failure
+        counters, our addition to the seed's data; ``None`` leaves it out, as the seed's events do.
+        """
+        data: dict[str, Any] = {"job_execution_duration": max(0, int(execution_seconds))}
+        if succeeded is not None:
+            data["succeeded"] = succeeded
         return cls(
             event_key=analytics_job_key(job_id),
             user_id=user_id,
             workflow_id=workflow_id,
             event_type=AnalyticsEventType.JOBS,
-            data={"job_execution_duration": max(0, int(execution_seconds))},
+            data=data,
         )
 
 

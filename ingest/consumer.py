@@ -2,14 +2,18 @@
 partition through its own *lane* and commits only finished work.
 
 A lane is an asyncio task with a queue.  Records of a partition are handled in offset order (up to
-``max_in_flight_per_lane`` at once, started in order; the default 1 is strictly sequential), and
-the lane commits the offset after the contiguous prefix of finished records.  The outcome of each
-handler call follows :mod:`domain.commit_policy`:
+``max_in_flight_per_lane`` units at once, started in order; the default 1 is strictly sequential), and
+the lane commits the offset after the contiguous prefix of finished records.  With more than one
+unit in flight, per-key order still holds: a unit does not start while an earlier unit holding a
+record with one of its keys is in flight, and the lane never starts a record ``lane_capacity``
+or more past its finished prefix (so a record stuck in retries bounds what a restart redelivers).
+The outcome of each handler call follows :mod:`domain.commit_policy`:
 
 * success, a ``retryable=False`` error or an undecodable payload → the record counts as finished;
 * a retryable error or any unexpected exception → the same record is retried in place with
-  backoff (1 s doubling to 30 s).  Its lane stops advancing, its queue fills up to
-  ``lane_capacity`` and fetching of that partition pauses; other partitions keep flowing.
+  backoff (1 s doubling to 30 s).  Its lane's commits stop advancing (with one unit in flight the
+  lane stops; with more, later records run until the capacity window is reached), its queue fills
+  up to ``lane_capacity`` and fetching of that partition pauses; other partitions keep flowing.
 
 Fetching of a partition is paused while its queue holds ≥ ``lane_capacity`` records and resumed
 at ≤ ``resume_at``.  Commits that fail are retried with the same backoff, never by re-running the
@@ -26,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -144,6 +149,8 @@ class _Lane:
     backing_off: set[asyncio.Task[None]] = field(default_factory=set)
     runner: asyncio.Task[None] | None = None
     committer: asyncio.Task[None] | None = None
+    keys_in_flight: Counter[str] = field(default_factory=Counter)
+    settled: asyncio.Event = field(default_factory=asyncio.Event)  # a unit finished: re-check the gates
     paused: bool = False
     start_offset: int | None = None  # first offset fetched for this lane
     committed: int | None = None
@@ -240,6 +247,7 @@ class PartitionedConsumer:
             auto_offset_reset="earliest",
             session_timeout_ms=int(self._cfg.session_timeout.total_seconds() * 1000),
             heartbeat_interval_ms=int(self._cfg.heartbeat_interval.total_seconds() * 1000),
+            fetch_max_wait_ms=max(1, int(self._cfg.fetch_max_wait.total_seconds() * 1000)),
         )
         consumer.subscribe([self.topic], listener=_Listener(self))
         # Set before start(): the first assignment's listener runs inside it.
@@ -477,16 +485,34 @@ class PartitionedConsumer:
             await lane.slots.acquire()
             try:
                 batch = await self._next_batch(lane)
+                self._maybe_resume(lane)
+                if self._max_in_flight > 1:
+                    await self._wait_turn(lane, batch)
             except BaseException:
                 lane.slots.release()
                 raise
-            self._maybe_resume(lane)
+            keys = [record.key for record in batch if record.key is not None]
+            lane.keys_in_flight.update(keys)
             lane.tracker.dispatched(batch[-1].offset + 1)
-            task = asyncio.create_task(self._handle(lane, batch))
+            task = asyncio.create_task(self._handle(lane, batch, keys))
             lane.handlers.add(task)
             task.add_done_callback(lane.handlers.discard)
 
-    async def _handle(self, lane: _Lane, batch: list[ConsumedRecord]) -> None:
+    async def _wait_turn(self, lane: _Lane, batch: list[ConsumedRecord]) -> None:
+        """With several units in flight: wait until no unit in flight holds one of ``batch``'s keys
+        (per-key order) and the lane is less than ``lane_capacity`` records ahead of its finished
+        prefix."""
+        while True:
+            done = lane.tracker.watermark if lane.tracker.watermark is not None else lane.start_offset
+            # From the unit's first record: once everything before it finished, it may always start.
+            ahead = batch[0].offset - done if done is not None else 0
+            busy = any(lane.keys_in_flight[r.key] for r in batch if r.key is not None)
+            if not busy and (ahead < self._capacity or not lane.handlers):
+                return
+            lane.settled.clear()
+            await lane.settled.wait()
+
+    async def _handle(self, lane: _Lane, batch: list[ConsumedRecord], keys: list[str]) -> None:
         me = asyncio.current_task()
         assert me is not None
         attempt = 0
@@ -520,6 +546,9 @@ class PartitionedConsumer:
             if lane.tracker.finished(batch[-1].offset + 1) is not None:
                 lane.commit_wanted.set()
         finally:
+            lane.keys_in_flight.subtract(keys)
+            lane.keys_in_flight += Counter()  # drop the keys that reached zero
+            lane.settled.set()
             lane.slots.release()
 
     async def _invoke(self, batch: list[ConsumedRecord]) -> None:

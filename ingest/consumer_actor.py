@@ -5,7 +5,9 @@ the worker type (``await pool.handle.remote(record)``).
 All consuming logic lives in :mod:`ingest.consumer` (tested without Ray).  What this shell adds:
 
 * forwarding: ``batch_size == 1`` sends each :class:`ConsumedRecord` on its own, a larger
-  ``batch_size`` sends the ``list[ConsumedRecord]`` of a batch in one call;
+  ``batch_size`` sends the ``list[ConsumedRecord]`` of a batch in one call.  A batch the target
+  rejects with a permanent error (one undecodable record fails the whole call) is delivered again
+  record by record, so only the offending record is skipped (targets are idempotent);
 * error mapping: a Ray task error is unwrapped to the target's own exception, so a domain error's
   ``retryable`` flag decides retry-or-commit exactly as in-process; a dead or unreachable target
   becomes :class:`~domain.errors.Unavailable` (retried in place until the pool is back);
@@ -22,7 +24,7 @@ from typing import Any
 import ray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from domain.commit_policy import RetryBackoff
+from domain.commit_policy import RetryBackoff, is_retryable
 from domain.config import KafkaConfig
 from domain.errors import Unavailable
 from ingest.consumer import ConsumedRecord, ConsumerStats, PartitionedConsumer
@@ -104,7 +106,7 @@ class RecordForwarder:
         method = self._resolve()
         try:
             if self._batched:
-                await method.remote(records)
+                await self._forward_batch(method, records)
             else:
                 for record in records:
                     await method.remote(record)
@@ -115,6 +117,26 @@ class RecordForwarder:
             if isinstance(err, ray.exceptions.RayActorError) and isinstance(self._target, str):
                 self._method = None  # look the name up again next time
             raise mapped from err
+
+
+    async def _forward_batch(self, method: Any, records: list[ConsumedRecord]) -> None:
+        try:
+            await method.remote(records)
+            return
+        except Exception as err:
+            if len(records) == 1 or is_retryable(unwrap_remote_error(err)):
+                raise
+            log.warning("batch of %d %s records failed permanently (%s); delivering them one by one",
+                        len(records), records[0].topic, unwrap_remote_error(err))
+        for record in records:
+            try:
+                await method.remote([record])
+            except Exception as err:
+                mapped = unwrap_remote_error(err)
+                if is_retryable(mapped):
+                    raise
+                log.warning("skipping %s %d:%d after a permanent error: %s",
+                            record.topic, record.partition, record.offset, mapped)
 
 
 @ray.remote(num_cpus=CONSUMER_NUM_CPUS, max_restarts=-1)

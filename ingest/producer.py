@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -130,30 +131,43 @@ class EventProducer:
         If any record fails the whole call raises, after the rest have settled; the caller retries
         the batch (consumers dedupe, so records that did land are harmless).
         """
-        try:
-            futures = [
-                await self._producer.send(
+        outcomes = await self.send_each(records)
+        failures = [item for item in outcomes if isinstance(item, BaseException)]
+        if failures:
+            raise Unavailable(f"kafka publish failed for {len(failures)} of {len(records)} records: "
+                              f"{failures[0]}") from failures[0]
+        return [item for item in outcomes if isinstance(item, Delivery)]
+
+    async def send_each(self, records: Sequence[OutgoingRecord]) -> list[Delivery | Exception]:
+        """:meth:`send_batch` that reports each record's outcome instead of raising: its
+        :class:`Delivery`, or the exception that record failed with.  For callers that settle records
+        one by one (the outbox relay marks each row published or failed)."""
+        pending: list[asyncio.Future[Any] | Exception] = []
+        for record in records:
+            try:
+                pending.append(await self._producer.send(
                     record.topic,
                     value=_encode(record.value),
                     key=record.key.encode(),
                     headers=_headers(record.headers),
-                )
-                for record in records
-            ]
-            results = await asyncio.gather(*futures, return_exceptions=True)
-        except KafkaError as err:
-            raise Unavailable(f"kafka publish failed: {err}") from err
-        deliveries: list[Delivery] = []
-        failures: list[BaseException] = []
-        for item in results:
-            if isinstance(item, BaseException):
-                failures.append(item)
+                ))
+            except Exception as err:  # not accepted at all: stopped producer, unknown topic, too large
+                pending.append(err)
+        futures = [item for item in pending if not isinstance(item, Exception)]
+        acks = iter(await asyncio.gather(*futures, return_exceptions=True))
+        outcomes: list[Delivery | Exception] = []
+        for item in pending:
+            if isinstance(item, Exception):
+                outcomes.append(item)
+                continue
+            ack = next(acks)
+            if isinstance(ack, Exception):
+                outcomes.append(ack)
+            elif isinstance(ack, BaseException):  # cancellation: not ours to swallow
+                raise ack
             else:
-                deliveries.append(Delivery(topic=item.topic, partition=item.partition, offset=item.offset))
-        if failures:
-            raise Unavailable(f"kafka publish failed for {len(failures)} of {len(records)} records: "
-                              f"{failures[0]}") from failures[0]
-        return deliveries
+                outcomes.append(Delivery(topic=ack.topic, partition=ack.partition, offset=ack.offset))
+        return outcomes
 
     async def publish(self, event: Event, headers: Mapping[str, str] | None = None) -> Delivery:
         """Send an event to its own topic under its own record key."""

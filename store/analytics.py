@@ -21,7 +21,7 @@ from domain.errors import NotFound
 from domain.ids import uuid7
 from domain.models import UserAnalytics, WorkflowAnalytics
 from store.postgres import Queryable
-from store.processed_events import mark_processed
+from store.processed_events import mark_processed, mark_processed_many
 from store.transaction import transaction
 
 #: ``processed_events`` consumer of the analytics-processor (WORKFLOWS/JOBS/LOGS events).
@@ -46,8 +46,10 @@ SELECT a.workflow_id, a.kind, a.total_job_execution_duration, a.jobs_count AS to
        d.p50 AS duration_p50_s, d.p95 AS duration_p95_s
   FROM analytics a
   LEFT JOIN LATERAL (
-        SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - started_at)) AS p50,
-               percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - started_at)) AS p95
+        SELECT percentile_cont(0.5)
+                   WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - started_at)) AS p50,
+               percentile_cont(0.95)
+                   WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - started_at)) AS p95
           FROM jobs j
          WHERE j.workflow_id = a.workflow_id AND j.user_id = a.user_id
            AND j.status IN ('COMPLETED', 'FAILED')
@@ -170,10 +172,7 @@ async def add_log_lines(
     if not event_keys:
         return 0
     async with transaction(db) as conn:
-        fresh = 0
-        for key in dict.fromkeys(event_keys):  # de-duplicate within the batch, keep order
-            if await mark_processed(conn, consumer, key):
-                fresh += 1
+        fresh = len(await mark_processed_many(conn, consumer, event_keys))
         if fresh:
             await _execute(conn, UPSERT_LOG_COUNT, uuid7(), user_id, workflow_id, fresh)
     return fresh

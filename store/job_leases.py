@@ -30,11 +30,12 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict
 
 from domain.enums import ExecutionErrorCode, FailureKind, JobStatus, JobTrigger, WorkflowAction, WorkflowKind
-from domain.errors import PreconditionFailed
+from domain.errors import NotFound, PreconditionFailed
 from domain.event_keys import job_terminal_event_key
 from domain.events import AnalyticEvent, WorkflowEvent
 from domain.execution import truncate_error_message
-from store import outbox
+from domain.models import Workflow
+from store import outbox, workflows
 
 # Namespace (first int4 of the two-key form) of the per-workflow advisory lock that serialises
 # claims of one workflow's jobs; the second key is hashtext(workflow_id).
@@ -174,11 +175,13 @@ class ClaimedJob(_Frozen):
 
 
 class ClaimResult(_Frozen):
-    """Outcome of a claim: the job when claimed, else the reason (the dispatch is acknowledged)."""
+    """Outcome of a claim: the job and its workflow (as the claim saw it; ``None`` if the workflow
+    is gone) when claimed, else the reason (the dispatch is acknowledged)."""
 
     claimed: bool
     reason: str = ""
     job: ClaimedJob | None = None
+    workflow: Workflow | None = None
 
 
 class RecoveredJob(_Frozen):
@@ -248,7 +251,13 @@ class JobLeases:
             if claimed is None:
                 await conn.execute(DEFER, job_id)
                 return ClaimResult(claimed=False, reason="job deferred behind another workflow job")
-            return ClaimResult(claimed=True, job=ClaimedJob.model_validate(dict(claimed)))
+            job = ClaimedJob.model_validate(dict(claimed))
+            # Read here, on the claim's connection, so the run needs no second checkout for it.
+            try:
+                workflow: Workflow | None = await workflows.get_by_id(conn, job.workflow_id)
+            except NotFound:
+                workflow = None
+            return ClaimResult(claimed=True, job=job, workflow=workflow)
 
     async def renew(self, job_id: UUID, lease_token: str, lease_duration: timedelta) -> datetime:
         """Extend a held lease to now + ``lease_duration``; return the new expiry."""
@@ -358,17 +367,7 @@ async def _add_terminal_events(
         workflow_id=str(settled.workflow_id),
         job_id=str(job_id),
         execution_seconds=settled.execution_seconds,
-    )
-    # The outcome feeds the per-workflow success/failure counters (an addition to the seed's data).
-    analytics = analytics.model_copy(
-        update={"data": {**analytics.data, "succeeded": action is WorkflowAction.JOB_COMPLETED}}
-    )
-    await outbox.add_event(
-        conn,
-        topic=AnalyticEvent.topic,
-        kafka_key=analytics.record_key(),
-        event_key=analytics.event_key,
-        payload=analytics,
+        succeeded=action is WorkflowAction.JOB_COMPLETED,
     )
     workflow_event = WorkflowEvent(
         event_key=job_terminal_event_key(job_id, action),
@@ -380,10 +379,9 @@ async def _add_terminal_events(
         error_code=error_code,
         error_message=error_message,
     )
-    await outbox.add_event(
-        conn,
-        topic=WorkflowEvent.topic,
-        kafka_key=workflow_event.record_key(),
-        event_key=workflow_event.event_key,
-        payload=workflow_event,
-    )
+    # One statement for both (one round trip, one NOTIFY to the relay).
+    await outbox.add_events(conn, [
+        outbox.NewEvent(topic=event.topic, kafka_key=event.record_key(), event_key=event.event_key,
+                        payload=event)
+        for event in (analytics, workflow_event)
+    ])

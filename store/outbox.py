@@ -17,6 +17,7 @@ import json
 import secrets
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -40,6 +41,17 @@ _COLUMNS = """
 INSERT_EVENT = """
 INSERT INTO outbox_events (id, topic, kafka_key, event_key, payload)
 VALUES ($1, $2, $3, $4, $5::text::jsonb)
+ON CONFLICT (topic, event_key) DO NOTHING
+RETURNING id
+"""
+
+# Many events in one statement, so the NOTIFY trigger fires once.  Rows of one transaction share
+# created_at; their uuid7 ids, generated in the order given, keep that order for the relay.
+INSERT_EVENTS = """
+INSERT INTO outbox_events (id, topic, kafka_key, event_key, payload)
+SELECT e.id, e.topic, e.kafka_key, e.event_key, e.payload::jsonb
+  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[])
+       AS e(id, topic, kafka_key, event_key, payload)
 ON CONFLICT (topic, event_key) DO NOTHING
 RETURNING id
 """
@@ -191,9 +203,43 @@ async def add_event(
     Call it on the connection of the transaction that makes the state change, so both commit
     together.  A pydantic payload is serialised with its JSON mode (aliases as declared).
     """
-    text = payload.model_dump_json() if isinstance(payload, BaseModel) else encode_json(dict(payload))
-    inserted = await conn.fetchval(INSERT_EVENT, uuid7(), topic, kafka_key, event_key, text)
+    inserted = await conn.fetchval(INSERT_EVENT, uuid7(), topic, kafka_key, event_key, _payload_json(payload))
     return inserted is not None
+
+
+def _payload_json(payload: BaseModel | Mapping[str, Any]) -> str:
+    """A payload as JSON text: a pydantic model in its JSON mode (aliases as declared)."""
+    return payload.model_dump_json() if isinstance(payload, BaseModel) else encode_json(dict(payload))
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """One event for :func:`add_events` (a payload as for :func:`add_event`)."""
+
+    topic: str
+    kafka_key: str
+    event_key: str
+    payload: BaseModel | Mapping[str, Any]
+
+    def payload_json(self) -> str:
+        return _payload_json(self.payload)
+
+
+async def add_events(conn: Queryable, events: Sequence[NewEvent]) -> int:
+    """:func:`add_event` for several events in one statement (one round trip, one NOTIFY), in the
+    order given; returns how many rows were inserted (existing ``(topic, event_key)`` are skipped)."""
+    if not events:
+        return 0
+    ids = [uuid7() for _ in events]
+    records = await conn.fetch(
+        INSERT_EVENTS,
+        ids,
+        [e.topic for e in events],
+        [e.kafka_key for e in events],
+        [e.event_key for e in events],
+        [e.payload_json() for e in events],
+    )
+    return len(records)
 
 
 async def claim_batch(

@@ -25,9 +25,8 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict
 
 from domain.event_keys import dispatch_event_key, rfc3339nano
-from domain.ids import uuid7
 from store import outbox
-from store.postgres import Queryable, encode_json
+from store.postgres import Queryable
 
 #: Topic of dispatch events (``ingest.topics.JOBS``), keyed by workflow id for per-workflow order.
 JOBS_TOPIC = "jobs"
@@ -162,12 +161,12 @@ class Wake(BaseModel):
 
 
 async def _write_dispatch_events(conn: Queryable, jobs: list[DispatchedJob]) -> None:
-    # One pipelined statement per row through the outbox's own INSERT (ON CONFLICT DO NOTHING).
-    rows = [
-        (uuid7(), JOBS_TOPIC, str(job.workflow_id), job.event_key, encode_json(job.entry())) for job in jobs
-    ]
-    if rows:
-        await conn.executemany(outbox.INSERT_EVENT, rows)
+    # One statement for the whole batch (ON CONFLICT DO NOTHING), so the relay gets one NOTIFY.
+    await outbox.add_events(conn, [
+        outbox.NewEvent(topic=JOBS_TOPIC, kafka_key=str(job.workflow_id), event_key=job.event_key,
+                        payload=job.entry())
+        for job in jobs
+    ])
 
 
 async def dispatch_due(pool: asyncpg.Pool, *, batch_size: int) -> list[DispatchedJob]:

@@ -369,7 +369,7 @@ async def test_batch_mode_hands_over_bounded_ordered_batches(kafka_cfg: KafkaCon
 
 async def test_concurrent_lane_commits_only_the_finished_prefix(kafka_cfg: KafkaConfig) -> None:
     topic, group = await new_topic(kafka_cfg, 1), unique("g")
-    await produce(kafka_cfg, topic, [("k", str(i)) for i in range(8)])
+    await produce(kafka_cfg, topic, [(f"k{i}", str(i)) for i in range(8)])
     release = asyncio.Event()
 
     async def slow_first(record: ConsumedRecord) -> None:
@@ -383,6 +383,60 @@ async def test_concurrent_lane_commits_only_the_finished_prefix(kafka_cfg: Kafka
         assert consumer.stats().lanes[0].committed is None  # offset 0 unfinished: nothing committed
         release.set()
         await wait_until(lambda: consumer.stats().lanes[0].committed == 8, what="commit after the gap closes")
+
+
+async def test_concurrent_lane_never_overlaps_records_of_one_key(kafka_cfg: KafkaConfig) -> None:
+    topic, group = await new_topic(kafka_cfg, 1), unique("g")
+    items = [("a", "a0"), ("b", "b0"), ("a", "a1"), ("c", "c0"), ("a", "a2"), ("b", "b1")]
+    await produce(kafka_cfg, topic, items)
+    running_keys: Counter[str] = Counter()
+    overlaps: list[str] = []
+    started: list[str] = []
+    b0_released = asyncio.Event()
+
+    async def handler(records: list[ConsumedRecord]) -> None:
+        for record in records:
+            key = record.key or ""
+            if running_keys[key]:
+                overlaps.append(key)
+            running_keys[key] += 1
+            started.append(record.value.decode())
+            try:
+                if record.value == b"b0":
+                    await b0_released.wait()  # holds key b; the a and c records must still flow
+                else:
+                    await asyncio.sleep(0.05)
+            finally:
+                running_keys[key] -= 1
+
+    async with running(kafka_cfg, topic, group, handler, max_in_flight_per_lane=4) as consumer:
+        await wait_until(lambda: "c0" in started, what="a record behind the held key")
+        assert "b1" not in started  # waits for b0
+        assert consumer.stats().lanes[0].committed is None or consumer.stats().lanes[0].committed <= 1
+        b0_released.set()
+        await wait_until(lambda: consumer.stats().lanes[0].committed == 6, what="everything committed")
+    assert overlaps == []
+    for key in "abc":
+        assert [v for v in started if v[0] == key] == sorted(v for v in started if v[0] == key)
+
+
+async def test_concurrent_lane_stays_within_capacity_of_an_unfinished_record(kafka_cfg: KafkaConfig) -> None:
+    topic, group = await new_topic(kafka_cfg, 1), unique("g")
+    await produce(kafka_cfg, topic, [(f"k{i}", str(i)) for i in range(20)])
+    release = asyncio.Event()
+
+    async def stuck_first(record: ConsumedRecord) -> None:
+        if record.offset == 0:
+            await release.wait()
+
+    recorder = Recorder(stuck_first)
+    async with running(kafka_cfg, topic, group, recorder, max_in_flight_per_lane=8,
+                       lane_capacity=5, resume_at=2) as consumer:
+        await wait_until(lambda: len(recorder.done) >= 4, what="records behind the stuck one")
+        await asyncio.sleep(0.3)
+        assert max(recorder.offsets()) < 5  # never further than lane_capacity past the unfinished one
+        release.set()
+        await wait_until(lambda: consumer.stats().lanes[0].committed == 20, what="the rest after release")
 
 
 async def test_trace_context_travels_from_producer_to_handler(kafka_cfg: KafkaConfig) -> None:

@@ -130,6 +130,7 @@ async def test_successful_claim_sets_running_attempts_token_and_lease(
     assert row["leased_by"] == "worker-7"
     assert abs((row["lease_expires_at"] - (now + LEASE)).total_seconds()) < 5
     assert row["started_at"] is not None
+    assert result.workflow is not None and result.workflow.id == workflow_id  # read by the claim itself
 
 
 async def test_replayed_dispatch_is_not_claimed_twice(pool: asyncpg.Pool, leases: JobLeases) -> None:

@@ -304,3 +304,22 @@ async def test_a_batch_is_marked_published_in_one_call_except_rows_whose_claim_w
     marked = await outbox.mark_published_many(pool, first)
     assert marked == {r.id for r in first if r.kafka_key == "a"}
     assert await outbox.mark_published_many(pool, []) == set()
+
+
+async def test_events_added_together_are_inserted_once_and_published_in_the_order_given(
+    pool: asyncpg.Pool, topic: str
+) -> None:
+    events = [outbox.NewEvent(topic=topic, kafka_key="wf", event_key=f"e{i}", payload={"i": i})
+              for i in range(3)]
+    model = _Event(event_key="m", workflow_id="wf-2", generation=4)
+    async with pool.acquire() as conn, conn.transaction():
+        assert await outbox.add_events(conn, [*events, events[0]]) == 3  # a repeat in the batch is skipped
+        assert await outbox.add_events(conn, [events[1], outbox.NewEvent(
+            topic=topic, kafka_key="wf-2", event_key="m", payload=model)]) == 1  # e1 exists already
+    assert await outbox.add_events(pool, []) == 0
+    order = []
+    while rows := await _claim(pool, topic):
+        order += [(row.kafka_key, row.payload) for row in rows]
+        await _publish_all(pool, rows)
+    assert [payload for key, payload in order if key == "wf"] == [{"i": 0}, {"i": 1}, {"i": 2}]
+    assert ("wf-2", model.model_dump()) in order

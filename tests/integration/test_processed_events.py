@@ -38,6 +38,15 @@ async def test_an_event_key_is_new_once_per_consumer(pool: asyncpg.Pool) -> None
     assert await processed_events.mark_processed(pool, "joblogs-processor:analytics", key) is True
 
 
+async def test_many_keys_are_marked_in_one_call_and_only_the_new_ones_come_back(pool: asyncpg.Pool) -> None:
+    consumer = f"test-{uuid7()}"
+    assert await processed_events.mark_processed(pool, consumer, "b") is True
+    fresh = await processed_events.mark_processed_many(pool, consumer, ["a", "b", "c", "a"])
+    assert fresh == ["a", "c"]  # given order, each once; "b" was already recorded
+    assert await processed_events.mark_processed_many(pool, consumer, ["a", "b", "c"]) == []
+    assert await processed_events.mark_processed_many(pool, consumer, []) == []
+
+
 async def test_a_rolled_back_effect_leaves_the_key_unprocessed(pool: asyncpg.Pool) -> None:
     key = str(uuid7())
     async with pool.acquire() as conn:

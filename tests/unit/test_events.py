@@ -117,6 +117,15 @@ def test_analytic_event_constructors_use_the_reference_keys_and_data() -> None:
     assert finished.record_key() == WF
 
 
+def test_job_finished_event_carries_the_outcome_when_given() -> None:
+    ok = AnalyticEvent.job_finished(user_id=USER, workflow_id=WF, job_id=JOB, execution_seconds=4,
+                                    succeeded=True)
+    failed = AnalyticEvent.job_finished(user_id=USER, workflow_id=WF, job_id=JOB, execution_seconds=4,
+                                        succeeded=False)
+    assert _wire(ok)["data"] == {"job_execution_duration": 4, "succeeded": True}
+    assert _wire(failed)["data"] == {"job_execution_duration": 4, "succeeded": False}
+
+
 def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
     raw = json.dumps({"event_key": "", "user_id": USER, "workflow_id": WF, "event_type": "LOGS",
                       "data": {"count": 3}, "added_later": True})

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from cluster.backbone import EXECUTION_STUB, consumer_spec_for, worker_class_for
+from cluster.backbone import (
+    EXECUTION_BATCH,
+    EXECUTION_LANE_UNITS,
+    EXECUTION_STUB,
+    LANE_UNITS,
+    ROUTED_BATCH,
+    consumer_spec_for,
+    worker_class_for,
+)
 from domain.config import JoblogsProcessorConfig, Settings
 
 
@@ -18,10 +26,15 @@ def test_pools_without_a_worker_class_are_not_started() -> None:
     assert worker_class_for("scheduler", execution_stub=False) is None
 
 
-def test_joblogs_consumers_deliver_batches_and_the_others_single_records() -> None:
+def test_joblogs_consumers_wait_to_fill_batches_and_the_others_route_what_is_queued() -> None:
     settings = Settings(joblogs=JoblogsProcessorConfig(batch_job_logs_size_limit=500,
                                                        batch_job_logs_time_interval=timedelta(seconds=1)))
     joblogs = consumer_spec_for(settings, "joblogs-processor", "job_logs", "joblogs-processor")
     assert (joblogs.batch_size, joblogs.batch_wait_s) == (500, 1.0)
-    workflows = consumer_spec_for(settings, "workflow-worker", "workflows", "workflow-worker")
-    assert (workflows.batch_size, workflows.method) == (1, "handle")
+    for pool, topic in (("workflow-worker", "workflows"), ("analytics-processor", "analytics")):
+        spec = consumer_spec_for(settings, pool, topic, pool)
+        assert (spec.batch_size, spec.batch_wait_s, spec.method) == (ROUTED_BATCH, 0.0, "handle")
+        assert spec.max_in_flight_per_lane == LANE_UNITS > 1
+    jobs = consumer_spec_for(settings, "execution-worker", "jobs", "execution-worker")
+    assert (jobs.batch_size, jobs.batch_wait_s) == (EXECUTION_BATCH, 0.0)
+    assert jobs.max_in_flight_per_lane == EXECUTION_LANE_UNITS > 1
