@@ -86,5 +86,7 @@ def render_settings(settings: Settings) -> list[tuple[str, str]]:
             value = masked[key]
             if not isinstance(value, str):
                 value = dumped[name][key]
-            rows.append((f"{section.env_prefix}{key}".upper(), value if isinstance(value, str) else json.dumps(value)))
+            rows.append(
+                (f"{section.env_prefix}{key}".upper(), value if isinstance(value, str) else json.dumps(value))
+            )
     return rows

@@ -76,8 +76,9 @@ def _ewma(previous: float | None, sample: float) -> float:
     return sample if previous is None else SMOOTHING * sample + (1 - SMOOTHING) * previous
 
 
-def pressure(spec: ScalingPolicySpec, lag: float, queue_depth: float, busy_ratio: float,
-             cpu: float) -> tuple[float, str]:
+def pressure(
+    spec: ScalingPolicySpec, lag: float, queue_depth: float, busy_ratio: float, cpu: float
+) -> tuple[float, str]:
     """The worst signal relative to its threshold (1.0 = at threshold) and which one it is."""
     ratios = {
         "consumer lag": lag / spec.lag_high,
@@ -110,8 +111,10 @@ def decide(
         target = min(max(size, min_size), max_size)
         direction = Direction.UP if target > size else Direction.DOWN
         reason = f"size {size} outside bounds [{min_size}, {max_size}]"
-        return (Decision(target=target, direction=direction, reason=reason, pressure=worst),
-                smoothed.model_copy(update={"above_since": None, "below_since": None, "last_change_at": now}))
+        return (
+            Decision(target=target, direction=direction, reason=reason, pressure=worst),
+            smoothed.model_copy(update={"above_since": None, "below_since": None, "last_change_at": now}),
+        )
 
     if worst > 1.0:
         above_since = state.above_since if state.above_since is not None else now
@@ -119,29 +122,53 @@ def decide(
         if held >= spec.upscale_delay_s and size < max_size:
             wanted = max(size + 1, math.ceil(max(size, 1) * worst))
             target = min(size + spec.max_step_up, wanted, max_size)
-            reason = (f"{name} at {worst:.2f}x its threshold for {held:.0f}s "
-                      f"(>= {spec.upscale_delay_s:.0f}s): {size} -> {target}")
-            return (Decision(target=target, direction=Direction.UP, reason=reason, pressure=worst),
-                    smoothed.model_copy(update={"above_since": None, "below_since": None, "last_change_at": now}))
-        reason = (f"{name} at {worst:.2f}x its threshold for {held:.0f}s, waiting {spec.upscale_delay_s:.0f}s"
-                  if size < max_size else f"{name} at {worst:.2f}x its threshold but already at max {max_size}")
-        return (Decision(target=size, direction=Direction.HOLD, reason=reason, pressure=worst),
-                smoothed.model_copy(update={"above_since": above_since, "below_since": None}))
+            reason = (
+                f"{name} at {worst:.2f}x its threshold for {held:.0f}s "
+                f"(>= {spec.upscale_delay_s:.0f}s): {size} -> {target}"
+            )
+            return (
+                Decision(target=target, direction=Direction.UP, reason=reason, pressure=worst),
+                smoothed.model_copy(update={"above_since": None, "below_since": None, "last_change_at": now}),
+            )
+        reason = (
+            f"{name} at {worst:.2f}x its threshold for {held:.0f}s, waiting {spec.upscale_delay_s:.0f}s"
+            if size < max_size
+            else f"{name} at {worst:.2f}x its threshold but already at max {max_size}"
+        )
+        return (
+            Decision(target=size, direction=Direction.HOLD, reason=reason, pressure=worst),
+            smoothed.model_copy(update={"above_since": above_since, "below_since": None}),
+        )
 
     if worst < spec.low_fraction:
         below_since = state.below_since if state.below_since is not None else now
         held = now - below_since
         if held >= spec.downscale_delay_s and size > min_size:
             target = max(size - spec.max_step_down, min_size)
-            reason = (f"every signal below {spec.low_fraction:.0%} of its threshold for {held:.0f}s "
-                      f"(>= {spec.downscale_delay_s:.0f}s): {size} -> {target}")
-            return (Decision(target=target, direction=Direction.DOWN, reason=reason, pressure=worst),
-                    smoothed.model_copy(update={"above_since": None, "below_since": None, "last_change_at": now}))
-        reason = (f"idle for {held:.0f}s, waiting {spec.downscale_delay_s:.0f}s" if size > min_size
-                  else f"idle at min {min_size}")
-        return (Decision(target=size, direction=Direction.HOLD, reason=reason, pressure=worst),
-                smoothed.model_copy(update={"above_since": None, "below_since": below_since}))
+            reason = (
+                f"every signal below {spec.low_fraction:.0%} of its threshold for {held:.0f}s "
+                f"(>= {spec.downscale_delay_s:.0f}s): {size} -> {target}"
+            )
+            return (
+                Decision(target=target, direction=Direction.DOWN, reason=reason, pressure=worst),
+                smoothed.model_copy(update={"above_since": None, "below_since": None, "last_change_at": now}),
+            )
+        reason = (
+            f"idle for {held:.0f}s, waiting {spec.downscale_delay_s:.0f}s"
+            if size > min_size
+            else f"idle at min {min_size}"
+        )
+        return (
+            Decision(target=size, direction=Direction.HOLD, reason=reason, pressure=worst),
+            smoothed.model_copy(update={"above_since": None, "below_since": below_since}),
+        )
 
-    return (Decision(target=size, direction=Direction.HOLD,
-                     reason=f"{name} at {worst:.2f}x its threshold: inside the hysteresis band", pressure=worst),
-            smoothed.model_copy(update={"above_since": None, "below_since": None}))
+    return (
+        Decision(
+            target=size,
+            direction=Direction.HOLD,
+            reason=f"{name} at {worst:.2f}x its threshold: inside the hysteresis band",
+            pressure=worst,
+        ),
+        smoothed.model_copy(update={"above_since": None, "below_since": None}),
+    )

@@ -93,8 +93,11 @@ def simulate(
     peak = size
     t = 0.0
     while t < end:
-        point = _segment(trace, t) if t <= trace[-1].t_s else TracePoint(t_s=t, jobs_per_s=0,
-                                                                          job_duration_s=trace[-1].job_duration_s)
+        point = (
+            _segment(trace, t)
+            if t <= trace[-1].t_s
+            else TracePoint(t_s=t, jobs_per_s=0, job_duration_s=trace[-1].job_duration_s)
+        )
         offered = point.jobs_per_s * dt
         lag += offered
         ready = sum(1 for r in ready_at if r <= t)
@@ -120,12 +123,31 @@ def simulate(
         max_lag = max(max_lag, lag)
         if lag > spec.lag_high:
             time_above += dt
-        ticks.append(Tick(t=t, offered=offered / dt, served=served / dt, lag=lag, size=size, ready=ready,
-                          busy_ratio=busy, decision=decision.direction, reason=decision.reason))
+        ticks.append(
+            Tick(
+                t=t,
+                offered=offered / dt,
+                served=served / dt,
+                lag=lag,
+                size=size,
+                ready=ready,
+                busy_ratio=busy,
+                decision=decision.direction,
+                reason=decision.reason,
+            )
+        )
         t += dt
     summary = SimulationSummary(
-        pool=pool, duration_s=end, jobs_offered=offered_total, jobs_served=served_total, final_lag=lag,
-        max_lag=max_lag, time_above_lag_threshold_s=time_above, actor_seconds=actor_seconds,
-        max_size=peak, scale_ups=ups, scale_downs=downs,
+        pool=pool,
+        duration_s=end,
+        jobs_offered=offered_total,
+        jobs_served=served_total,
+        final_lag=lag,
+        max_lag=max_lag,
+        time_above_lag_threshold_s=time_above,
+        actor_seconds=actor_seconds,
+        max_size=peak,
+        scale_ups=ups,
+        scale_downs=downs,
     )
     return SimulationResult(ticks=ticks, summary=summary)

@@ -15,8 +15,22 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 
 from domain.enums import ResourceClass
 
-_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
-          "ki": 1024, "kib": 1024, "mi": 1024**2, "mib": 1024**2, "gi": 1024**3, "gib": 1024**3}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "ki": 1024,
+    "kib": 1024,
+    "mi": 1024**2,
+    "mib": 1024**2,
+    "gi": 1024**3,
+    "gib": 1024**3,
+}
 _BYTES = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
 
@@ -68,12 +82,23 @@ class ResourceClassSpec(_Strict):
 def _default_classes() -> dict[str, ResourceClassSpec]:
     gib, mib = 1024**3, 1024**2
     return {
-        "service": ResourceClassSpec(cpu_limit=0.25, cpu_reservation=0.1,
-                                     memory_limit=256 * mib, memory_reservation=128 * mib),
-        "low": ResourceClassSpec(cpu_limit=0.5, cpu_reservation=0.25, memory_limit=2 * gib,
-                                 memory_reservation=1 * gib, resource=ResourceClass.LOW),
-        "high": ResourceClassSpec(cpu_limit=2.0, cpu_reservation=1.0, memory_limit=4 * gib,
-                                  memory_reservation=2 * gib, resource=ResourceClass.HIGH),
+        "service": ResourceClassSpec(
+            cpu_limit=0.25, cpu_reservation=0.1, memory_limit=256 * mib, memory_reservation=128 * mib
+        ),
+        "low": ResourceClassSpec(
+            cpu_limit=0.5,
+            cpu_reservation=0.25,
+            memory_limit=2 * gib,
+            memory_reservation=1 * gib,
+            resource=ResourceClass.LOW,
+        ),
+        "high": ResourceClassSpec(
+            cpu_limit=2.0,
+            cpu_reservation=1.0,
+            memory_limit=4 * gib,
+            memory_reservation=2 * gib,
+            resource=ResourceClass.HIGH,
+        ),
     }
 
 
@@ -116,8 +141,14 @@ class DeploymentSpec(_Strict):
     autoscaling_config: ServeAutoscaling = Field(default_factory=ServeAutoscaling)
 
 
-SERVE_DEPLOYMENTS = ("Gateway", "UsersService", "WorkflowsService", "JobsService",
-                     "NotificationsService", "AnalyticsService")
+SERVE_DEPLOYMENTS = (
+    "Gateway",
+    "UsersService",
+    "WorkflowsService",
+    "JobsService",
+    "NotificationsService",
+    "AnalyticsService",
+)
 
 
 def _default_deployments() -> dict[str, DeploymentSpec]:
@@ -172,14 +203,35 @@ def _default_pools() -> dict[str, PoolSpec]:
     return {
         "scheduler": PoolSpec(resource_class="low", min_actors=1, max_actors=2),
         "outbox-relay": PoolSpec(resource_class="low", min_actors=1, max_actors=2),
-        "workflow-worker": PoolSpec(resource_class="low", min_actors=1, max_actors=2,
-                                    topic="workflows", consumer_group="workflow-worker"),
-        "execution-worker": PoolSpec(resource_class="high", min_actors=1, max_actors=4, max_in_flight=32,
-                                     topic="jobs", consumer_group="execution-worker"),
-        "joblogs-processor": PoolSpec(resource_class="low", min_actors=1, max_actors=2,
-                                      topic="job_logs", consumer_group="joblogs-processor"),
-        "analytics-processor": PoolSpec(resource_class="low", min_actors=1, max_actors=2,
-                                        topic="analytics", consumer_group="analytics-processor"),
+        "workflow-worker": PoolSpec(
+            resource_class="low",
+            min_actors=1,
+            max_actors=2,
+            topic="workflows",
+            consumer_group="workflow-worker",
+        ),
+        "execution-worker": PoolSpec(
+            resource_class="high",
+            min_actors=1,
+            max_actors=4,
+            max_in_flight=32,
+            topic="jobs",
+            consumer_group="execution-worker",
+        ),
+        "joblogs-processor": PoolSpec(
+            resource_class="low",
+            min_actors=1,
+            max_actors=2,
+            topic="job_logs",
+            consumer_group="joblogs-processor",
+        ),
+        "analytics-processor": PoolSpec(
+            resource_class="low",
+            min_actors=1,
+            max_actors=2,
+            topic="analytics",
+            consumer_group="analytics-processor",
+        ),
     }
 
 
@@ -202,7 +254,9 @@ class ClusterSpec(_Strict):
     def _references(self) -> ClusterSpec:
         for name, dep in self.serve.deployments.items():
             if dep.resource_class not in self.resource_classes:
-                raise ValueError(f"serve.deployments.{name}.resource_class: unknown class {dep.resource_class!r}")
+                raise ValueError(
+                    f"serve.deployments.{name}.resource_class: unknown class {dep.resource_class!r}"
+                )
         for name, pool in self.pools.items():
             if pool.resource_class not in self.resource_classes:
                 raise ValueError(f"pools.{name}.resource_class: unknown class {pool.resource_class!r}")
@@ -211,8 +265,10 @@ class ClusterSpec(_Strict):
                 if topic is None:
                     raise ValueError(f"pools.{name}.topic: unknown topic {pool.topic!r}")
                 if pool.consumers > topic.partitions:
-                    raise ValueError(f"pools.{name}.consumers: {pool.consumers} consumers exceed the "
-                                     f"{topic.partitions} partitions of {pool.topic!r}")
+                    raise ValueError(
+                        f"pools.{name}.consumers: {pool.consumers} consumers exceed the "
+                        f"{topic.partitions} partitions of {pool.topic!r}"
+                    )
         return self
 
     def pool_class(self, pool: str) -> ResourceClassSpec:

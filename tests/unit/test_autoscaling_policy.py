@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 from domain.autoscaling import Direction, PolicyState, PoolSignals, decide
@@ -37,7 +38,7 @@ def test_lag_above_threshold_scales_up_only_after_the_upscale_delay() -> None:
 def test_scale_up_is_limited_by_the_step_and_the_max() -> None:
     decisions = run([PoolSignals(size=1, lag=50_000)] * 30, max_size=4)
     sizes = [d.target for d in decisions]
-    assert max(b - a for a, b in zip(sizes, sizes[1:], strict=False)) <= SPEC.max_step_up
+    assert max(b - a for a, b in itertools.pairwise(sizes)) <= SPEC.max_step_up
     assert sizes[-1] == 4
     assert max(sizes) == 4
 
@@ -81,7 +82,7 @@ def test_a_change_restarts_the_timers() -> None:
     decisions = run([PoolSignals(size=1, lag=50_000)] * 20, max_size=8)
     ups = [i for i, d in enumerate(decisions) if d.direction is Direction.UP]
     assert ups[0] == 5
-    assert all(b - a >= 6 for a, b in zip(ups, ups[1:], strict=False))
+    assert all(b - a >= 6 for a, b in itertools.pairwise(ups))
 
 
 def test_every_decision_has_a_reason() -> None:
