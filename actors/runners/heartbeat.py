@@ -5,13 +5,16 @@ whole exchange bounded by the payload's ``timeout``.  The status equal to ``expe
 completes the job; any other status is a USER failure; a connection error or timeout is a SYSTEM
 failure (retried); an endpoint that is not an http(s) URL is a USER failure.  The body is never
 read.  Produces no log lines.
+
+aiohttp rather than httpx: a probe is the hot path of HEARTBEAT throughput, and httpx cost ~0.8 ms
+of CPU per request against aiohttp's ~0.07 ms here (measured by the throughput benchmark).
 """
 
 from __future__ import annotations
 
 import asyncio
 
-import httpx
+import aiohttp
 
 from actors.runners.context import LogSink, RunContext
 from domain.enums import ExecutionErrorCode
@@ -22,20 +25,27 @@ MAX_REDIRECTS = 10
 
 
 class HeartbeatRunner:
-    """Runs HEARTBEAT jobs over one shared ``httpx.AsyncClient`` (keep-alive across jobs)."""
+    """Runs HEARTBEAT jobs over one shared ``aiohttp.ClientSession`` (keep-alive across jobs).
 
-    def __init__(self, client: httpx.AsyncClient | None = None) -> None:
-        self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(
-            follow_redirects=True,
-            max_redirects=MAX_REDIRECTS,
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-        )
+    The session is created on first use, inside the running event loop."""
+
+    def __init__(self, session: aiohttp.ClientSession | None = None) -> None:
+        self._owns_session = session is None
+        self._session = session
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=256, limit_per_host=64),
+                auto_decompress=False,
+            )
+        return self._session
 
     async def aclose(self) -> None:
-        """Close the HTTP client if this runner created it."""
-        if self._owns_client:
-            await self._client.aclose()
+        """Close the HTTP session if this runner created it."""
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def run(self, ctx: RunContext, payload: HeartbeatPayload, logs: LogSink) -> RunOutcome:
         """Probe the endpoint once and classify the result."""
@@ -43,29 +53,29 @@ class HeartbeatRunner:
         seconds = payload.timeout.total_seconds()
         headers = [(name, value) for name, values in payload.headers.items() for value in values]
         try:
-            async with asyncio.timeout(seconds):
-                request = self._client.build_request("GET", payload.endpoint, headers=headers,
-                                                     timeout=httpx.Timeout(seconds))
-                response = await self._client.send(request, stream=True)
-                await response.aclose()
-        except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as err:
+            async with (
+                asyncio.timeout(seconds),
+                self._client().get(payload.endpoint, headers=headers, allow_redirects=True,
+                                   max_redirects=MAX_REDIRECTS) as response,
+            ):
+                status = response.status
+        except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError, ValueError) as err:
             return RunOutcome.failed(ExecutionErrorCode.INVALID_ENDPOINT,
                                      f"invalid heartbeat endpoint {payload.endpoint!r}: {err}")
-        except httpx.TooManyRedirects:
+        except aiohttp.TooManyRedirects:
             return RunOutcome.failed(ExecutionErrorCode.INVALID_ENDPOINT,
                                      f"heartbeat endpoint {payload.endpoint!r}: more than "
                                      f"{MAX_REDIRECTS} redirects")
         except TimeoutError:
             return RunOutcome.failed(ExecutionErrorCode.ENDPOINT_UNREACHABLE,
                                      f"heartbeat request timed out after {seconds:g}s")
-        except httpx.HTTPError as err:
+        except aiohttp.ClientError as err:
             # Transport errors (refused, reset, DNS, read/connect timeouts): worth a retry.
             return RunOutcome.failed(ExecutionErrorCode.ENDPOINT_UNREACHABLE,
                                      f"heartbeat request failed: {type(err).__name__}: {err}")
-        if response.status_code != payload.expected_status_code:
+        if status != payload.expected_status_code:
             return RunOutcome.failed(
                 ExecutionErrorCode.UNEXPECTED_STATUS,
-                f"unexpected status code: got {response.status_code}, "
-                f"expected {payload.expected_status_code}",
+                f"unexpected status code: got {status}, expected {payload.expected_status_code}",
             )
         return RunOutcome.success()
