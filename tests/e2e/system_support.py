@@ -86,14 +86,15 @@ def system_spec(spec: ClusterSpec, suffix: str) -> ClusterSpec:
     return spec.model_copy(update={"pools": pools})
 
 
-def _names(namespace: str) -> list[str]:
+def names(namespace: str) -> list[str]:
+    """The named actors of ``namespace``, sorted."""
     entries = ray.util.list_named_actors(all_namespaces=True)
     return sorted(a["name"] for a in entries if a["namespace"] == namespace)
 
 
 async def tear_down(namespace: str) -> None:
     """Stop consumers (they leave their groups), then pools (they drain), then kill everything."""
-    actors = _names(namespace)
+    actors = names(namespace)
     for prefix, method in (("consumer-", "stop"), ("", "stop"), ("", "shutdown")):
         for name in actors:
             if not name.startswith(prefix):

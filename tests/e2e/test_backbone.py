@@ -9,9 +9,8 @@ the Serve app's database, and is torn down at the end of the module.  The execut
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any, TypeVar
 from uuid import UUID
@@ -20,6 +19,7 @@ import pytest
 import pytest_asyncio
 import ray
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from system_support import eventually, names, tear_down
 
 from actors.log_store import start_log_store_actor
 from actors.pool import PoolStatus
@@ -71,39 +71,7 @@ async def backbone(serve_api: Any, backbone_settings: Settings) -> AsyncIterator
     try:
         yield spec
     finally:
-        await _tear_down()
-
-
-def _names() -> list[str]:
-    entries = ray.util.list_named_actors(all_namespaces=True)
-    return sorted(a["name"] for a in entries if a["namespace"] == NAMESPACE)
-
-
-async def _tear_down() -> None:
-    actors = _names()
-    # Consumers first (they leave their groups), then pools (they drain their workers), then the rest.
-    for prefix, method in (("consumer-", "stop"), ("", "stop"), ("", "shutdown")):
-        for name in actors:
-            if not name.startswith(prefix):
-                continue
-            with contextlib.suppress(Exception):
-                handle = ray.get_actor(name, namespace=NAMESPACE)
-                if hasattr(handle, method):
-                    await asyncio.wait_for(getattr(handle, method).remote(), 30)
-    for name in actors:
-        with contextlib.suppress(Exception):
-            ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, within_s: float = 60.0) -> T:
-    deadline = asyncio.get_running_loop().time() + within_s
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {within_s:.0f}s waiting for {what}")
-        await asyncio.sleep(0.1)
+        await tear_down(NAMESPACE)
 
 
 async def snapshot(db: Any, workflow_id: UUID) -> dict[str, Any]:
@@ -271,9 +239,9 @@ async def test_status_lists_pools_and_consumer_groups(backbone: ClusterSpec) -> 
 async def test_starting_the_backbone_again_creates_nothing_new(
     backbone: ClusterSpec, backbone_settings: Settings
 ) -> None:
-    before = _names()
+    before = names(NAMESPACE)
     await start_backbone(backbone_settings, backbone, execution_stub=True)
-    assert _names() == before
+    assert names(NAMESPACE) == before
     assert {"workflow-worker-0", "execution-worker-0", "scheduler-0", "outbox-relay-0"} <= set(before)
 
 
@@ -298,13 +266,13 @@ async def test_a_pool_grows_and_shrinks_at_run_time(backbone: ClusterSpec) -> No
         return status.size == 2
 
     await eventually(grown, "a second execution worker", within_s=60)
-    assert "execution-worker-1" in _names()
+    assert "execution-worker-1" in names(NAMESPACE)
 
     assert await pool.resize.remote(1) == 1
 
     async def shrunk() -> Any:
         status = await pool.stats.remote()
-        return status.size == 1 and status.draining == 0 and "execution-worker-1" not in _names()
+        return status.size == 1 and status.draining == 0 and "execution-worker-1" not in names(NAMESPACE)
 
     await eventually(shrunk, "the second worker to drain and stop", within_s=60)
-    assert "execution-worker-0" in _names()
+    assert "execution-worker-0" in names(NAMESPACE)
