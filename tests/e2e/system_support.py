@@ -108,6 +108,30 @@ async def tear_down(namespace: str) -> None:
             ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
 
 
+async def read_topic(settings: Settings, topic: str, keep: Callable[[Any], bool]) -> list[ConsumedRecord]:
+    """Every record of ``topic`` that ``keep`` accepts, read from the beginning without a consumer
+    group (so nothing is committed); stops after ~1 s without new records."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or {0}]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        out: list[ConsumedRecord] = []
+        idle = 0
+        while idle < 5:
+            batches = await consumer.getmany(timeout_ms=200)
+            if not any(batches.values()):
+                idle += 1
+                continue
+            idle = 0
+            for batch in batches.values():
+                out.extend(ConsumedRecord.from_kafka(r) for r in batch if keep(r))
+        return out
+    finally:
+        await consumer.stop()
+
+
 async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, within_s: float = 90.0) -> T:
     """Poll ``probe`` until it returns something truthy (generous: the machine is shared)."""
     deadline = asyncio.get_running_loop().time() + within_s
@@ -174,27 +198,8 @@ class System:
 
     async def records(self, topic: str, needle: str) -> list[ConsumedRecord]:
         """Every record of ``topic`` whose value mentions ``needle``, from the beginning."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka.bootstrap_servers,
-                                    enable_auto_commit=False)
-        await consumer.start()
-        try:
-            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or {0}]
-            consumer.assign(partitions)
-            await consumer.seek_to_beginning(*partitions)
-            out: list[ConsumedRecord] = []
-            idle = 0
-            while idle < 5:
-                batches = await consumer.getmany(timeout_ms=200)
-                if not any(batches.values()):
-                    idle += 1
-                    continue
-                idle = 0
-                for batch in batches.values():
-                    out.extend(ConsumedRecord.from_kafka(r) for r in batch
-                               if r.value is not None and needle.encode() in r.value)
-            return out
-        finally:
-            await consumer.stop()
+        return await read_topic(self.settings, topic,
+                                lambda r: r.value is not None and needle.encode() in r.value)
 
     async def replay(self, needle: str) -> dict[str, int]:
         """Hand every ``jobs``/``job_logs``/``analytics`` record mentioning ``needle`` again to the

@@ -18,8 +18,7 @@ from uuid import UUID
 import pytest
 import pytest_asyncio
 import ray
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from system_support import eventually, names, tear_down
+from system_support import eventually, names, read_topic, tear_down
 
 from actors.log_store import start_log_store_actor
 from actors.pool import PoolStatus
@@ -93,26 +92,7 @@ async def snapshot(db: Any, workflow_id: UUID) -> dict[str, Any]:
 
 async def records_for(settings: Settings, topic: str, key: str) -> list[ConsumedRecord]:
     """Every record of ``topic`` keyed ``key``, from the beginning (no consumer group)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or {0}]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        out: list[ConsumedRecord] = []
-        idle = 0
-        while idle < 5:
-            batches = await consumer.getmany(timeout_ms=200)
-            if not any(batches.values()):
-                idle += 1
-                continue
-            idle = 0
-            for records in batches.values():
-                mine = [r for r in records if r.key is not None and r.key.decode() == key]
-                out.extend(ConsumedRecord.from_kafka(r) for r in mine)
-        return out
-    finally:
-        await consumer.stop()
+    return await read_topic(settings, topic, lambda r: r.key is not None and r.key.decode() == key)
 
 
 async def replay(settings: Settings, workflow_id: UUID) -> int:
