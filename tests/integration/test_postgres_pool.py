@@ -89,3 +89,31 @@ async def test_connections_older_than_max_conn_life_are_replaced(pg: PostgresCon
         assert await pool.fetchval("SELECT pg_backend_pid()") != first_pid
     finally:
         await pool.close()
+
+
+async def test_release_skips_the_reset_query_but_still_ends_an_open_transaction(pg: PostgresConfig) -> None:
+    pool = await create_pool(pg, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            backend = await conn.fetchval("SELECT pg_backend_pid()")
+            await conn.execute("BEGIN")
+            await conn.execute("CREATE TEMP TABLE left_open (x int) ON COMMIT DROP")
+        async with pool.acquire() as conn:
+            # Same backend (no reconnect), and the abandoned transaction was rolled back.
+            assert await conn.fetchval("SELECT pg_backend_pid()") == backend
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("SELECT to_regclass('pg_temp.left_open')") is None
+            # Transaction-scoped advisory locks (the only kind pooled code takes) are gone at commit.
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(42)")
+            assert await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+            await conn.execute("SELECT 'last statement before release'")
+        observer = await connect(pg)
+        try:
+            # The released backend's last statement is ours, not asyncpg's reset query.
+            last = await observer.fetchval("SELECT query FROM pg_stat_activity WHERE pid = $1", backend)
+            assert last == "SELECT 'last statement before release'"
+        finally:
+            await observer.close()
+    finally:
+        await pool.close()
