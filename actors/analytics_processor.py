@@ -1,7 +1,8 @@
 """The analytics processor: ``analytics`` records → the ``analytics`` table (reference §8, §6.6).
 
-Each :class:`~ingest.events.AnalyticEvent` is applied in one transaction with its
-``processed_events`` record (consumer ``analytics-processor``), so a replay changes nothing:
+Each :class:`~ingest.events.AnalyticEvent` is applied together with its ``processed_events``
+record (consumer ``analytics-processor``) — a batch of them in one transaction — so a replay
+changes nothing:
 
 * ``WORKFLOWS`` ``{"kind"}`` — the workflow's row is created (it now counts in ``total_workflows``);
 * ``JOBS`` ``{"job_execution_duration", "succeeded"?}`` — ``jobs_count + 1``, the seconds added,
@@ -63,36 +64,58 @@ class AnalyticsProcessor:
             self._cleanup = None
 
     async def handle(self, records: ConsumedRecord | list[ConsumedRecord]) -> list[bool]:
-        """Pool entry point; one bool per record: applied (``False`` = replay or no effect)."""
+        """Pool entry point; one bool per record: applied (``False`` = replay or no effect).
+
+        The batch is applied in one transaction.  A malformed event raises :class:`Invalid` for the
+        whole batch (the consumer then re-delivers record by record and skips only that one); a
+        batch naming a deleted user is re-applied event by event so the others still count.
+        """
         batch = records if isinstance(records, list) else [records]
-        return [await self.apply(record.decode(AnalyticEvent)) for record in batch]
+        changes = [self.change_for(record.decode(AnalyticEvent)) for record in batch]
+        present = [change for change in changes if change is not None]
+        try:
+            applied = iter(await analytics.apply_changes(self.db, present))
+        except NotFound:
+            return [await self._apply_alone(change) for change in changes]
+        return [change is not None and next(applied) for change in changes]
 
     async def apply(self, event: AnalyticEvent) -> bool:
         """Apply one event; ``False`` when it was already applied (or its user is gone)."""
+        return await self._apply_alone(self.change_for(event))
+
+    async def _apply_alone(self, change: analytics.AnalyticsChange | None) -> bool:
+        if change is None:
+            return False
+        try:
+            return (await analytics.apply_changes(self.db, [change]))[0]
+        except NotFound:
+            log.info("analytics event %s: its user no longer exists", change.event_key)
+            return False
+
+    @staticmethod
+    def change_for(event: AnalyticEvent) -> analytics.AnalyticsChange | None:
+        """What ``event`` changes (``None``: nothing, e.g. a zero log count); :class:`Invalid` when
+        its ids or ``data`` are malformed (replaying it can never succeed)."""
         try:
             user_id, workflow_id = UUID(event.user_id), UUID(event.workflow_id)
         except ValueError:
             raise Invalid(f"analytics event {event.event_key!r}: ids must be UUIDs") from None
-        try:
-            if event.event_type is AnalyticsEventType.WORKFLOWS:
-                try:
-                    kind = WorkflowKind(str(event.data.get("kind", "")))
-                except ValueError:
-                    raise Invalid(f"analytics event {event.event_key!r}: unknown kind") from None
-                return await analytics.apply_workflow_created(
-                    self.db, event_key=event.event_key, user_id=user_id, workflow_id=workflow_id, kind=kind)
-            if event.event_type is AnalyticsEventType.JOBS:
-                succeeded = event.data.get("succeeded")
-                return await analytics.apply_job_finished(
-                    self.db, event_key=event.event_key, user_id=user_id, workflow_id=workflow_id,
-                    duration_s=_number(event, "job_execution_duration"),
-                    succeeded=succeeded if isinstance(succeeded, bool) else None)
-            return await analytics.apply_log_count(
-                self.db, event_key=event.event_key, user_id=user_id, workflow_id=workflow_id,
-                count=_number(event, "count"))
-        except NotFound:
-            log.info("analytics event %s: user %s no longer exists", event.event_key, user_id)
-            return False
+        if event.event_type is AnalyticsEventType.WORKFLOWS:
+            try:
+                kind = WorkflowKind(str(event.data.get("kind", "")))
+            except ValueError:
+                raise Invalid(f"analytics event {event.event_key!r}: unknown kind") from None
+            return analytics.workflow_created(
+                event_key=event.event_key, user_id=user_id, workflow_id=workflow_id, kind=kind)
+        if event.event_type is AnalyticsEventType.JOBS:
+            succeeded = event.data.get("succeeded")
+            return analytics.job_finished(
+                event_key=event.event_key, user_id=user_id, workflow_id=workflow_id,
+                duration_s=_number(event, "job_execution_duration"),
+                succeeded=succeeded if isinstance(succeeded, bool) else None)
+        return analytics.log_count(
+            event_key=event.event_key, user_id=user_id, workflow_id=workflow_id,
+            count=_number(event, "count"))
 
     async def cleanup_once(self) -> int:
         """Delete expired dedupe records in batches until none is left; return how many."""

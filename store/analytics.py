@@ -3,14 +3,17 @@ workflow is deleted.
 
 Read side (the API): :func:`get_user` sums every row of the user (zeros for a new user);
 :func:`get_workflow` is ``NotFound`` until the workflow has a row.
-Write side (the processors): each ``apply_*`` runs in one transaction with its dedupe record
-(:func:`store.processed_events.mark_processed`), so a replayed event changes nothing; an empty
-event key applies without dedupe (seed behaviour).  Each returns whether it was applied.
+Write side (the processors): an event becomes an :class:`AnalyticsChange` (:func:`workflow_created`,
+:func:`job_finished`, :func:`log_count`); :func:`apply_changes` applies a batch of them in one
+transaction with their dedupe records (:mod:`store.processed_events`), so a replayed event changes
+nothing; an empty event key applies without dedupe (seed behaviour).  The ``apply_*`` functions
+apply one event.  Each says whether it was applied.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -21,7 +24,7 @@ from domain.errors import NotFound
 from domain.ids import uuid7
 from domain.models import UserAnalytics, WorkflowAnalytics
 from store.postgres import Queryable
-from store.processed_events import mark_processed, mark_processed_many
+from store.processed_events import mark_processed_many
 from store.transaction import transaction
 
 #: ``processed_events`` consumer of the analytics-processor (WORKFLOWS/JOBS/LOGS events).
@@ -107,6 +110,74 @@ async def get_workflow(db: Queryable, user_id: UUID, workflow_id: UUID) -> Workf
 # ------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class AnalyticsChange:
+    """One event's effect on the ``analytics`` table; apply with :func:`apply_changes`."""
+
+    event_key: str  # empty: applied without dedupe (seed behaviour)
+    statement: str
+    args: tuple[Any, ...]
+
+
+def workflow_created(
+    *, event_key: str, user_id: UUID, workflow_id: UUID, kind: WorkflowKind | str
+) -> AnalyticsChange:
+    """WORKFLOWS event: create the workflow's row (it now counts in ``total_workflows``), set ``kind``."""
+    args = (uuid7(), user_id, workflow_id, WorkflowKind(kind).value)
+    return AnalyticsChange(event_key, UPSERT_WORKFLOW_KIND, args)
+
+
+def job_finished(
+    *, event_key: str, user_id: UUID, workflow_id: UUID, duration_s: int, succeeded: bool | None = None
+) -> AnalyticsChange:
+    """JOBS event of a COMPLETED or FAILED job: ``jobs_count + 1`` and ``duration_s`` (whole
+    seconds, negative clamped to 0) added to the execution time; ``succeeded`` feeds the
+    per-workflow success/failure counters (``None``: an event without the outcome counts in neither).
+    """
+    return AnalyticsChange(event_key, UPSERT_JOB_FINISHED, (
+        uuid7(), user_id, workflow_id, max(0, int(duration_s)),
+        1 if succeeded is True else 0, 1 if succeeded is False else 0,
+    ))
+
+
+def log_count(*, event_key: str, user_id: UUID, workflow_id: UUID, count: int) -> AnalyticsChange | None:
+    """LOGS event (``{"count"}``) with one event key: ``logs_count + count`` (``None`` for nothing)."""
+    if count <= 0:
+        return None
+    return AnalyticsChange(event_key, UPSERT_LOG_COUNT, (uuid7(), user_id, workflow_id, count))
+
+
+async def apply_changes(
+    db: Queryable, changes: Sequence[AnalyticsChange], *, consumer: str = ANALYTICS_CONSUMER
+) -> list[bool]:
+    """Apply ``changes`` and their dedupe records in ONE transaction; one bool per change: applied
+    (``False``: its key was already processed, or repeats an earlier change of the batch).
+
+    One commit per batch instead of per event (each commit waits for a WAL flush), one dedupe
+    statement, and one pipelined ``executemany`` per statement kind: the updates are increments and
+    an idempotent ``kind`` upsert, so they commute and may be grouped.  ``NotFound`` (nothing
+    applied) when a change's user no longer exists: the caller retries the batch change by change.
+    """
+    if not changes:
+        return []
+    async with transaction(db) as conn:
+        fresh = set(await mark_processed_many(conn, consumer, [c.event_key for c in changes if c.event_key]))
+        applied: list[bool] = []
+        rows: dict[str, list[tuple[Any, ...]]] = {}
+        for change in changes:
+            ok = not change.event_key or change.event_key in fresh
+            fresh.discard(change.event_key)  # a key repeated within the batch applies once
+            applied.append(ok)
+            if ok:
+                rows.setdefault(change.statement, []).append(change.args)
+        try:
+            for statement, args in rows.items():
+                await conn.executemany(statement, args)
+        except asyncpg.ForeignKeyViolationError:
+            raise NotFound("user not found") from None
+    return applied
+
+
 async def apply_workflow_created(
     db: Queryable,
     *,
@@ -116,11 +187,9 @@ async def apply_workflow_created(
     kind: WorkflowKind | str,
     consumer: str = ANALYTICS_CONSUMER,
 ) -> bool:
-    """WORKFLOWS event: create the workflow's row (it now counts in ``total_workflows``) and set its
-    ``kind``.  ``NotFound`` if the user no longer exists."""
-    return await _apply(
-        db, consumer, event_key, UPSERT_WORKFLOW_KIND, uuid7(), user_id, workflow_id, WorkflowKind(kind).value
-    )
+    """:func:`workflow_created`, applied on its own.  ``NotFound`` if the user no longer exists."""
+    change = workflow_created(event_key=event_key, user_id=user_id, workflow_id=workflow_id, kind=kind)
+    return (await apply_changes(db, [change], consumer=consumer))[0]
 
 
 async def apply_job_finished(
@@ -133,14 +202,10 @@ async def apply_job_finished(
     succeeded: bool | None = None,
     consumer: str = ANALYTICS_CONSUMER,
 ) -> bool:
-    """JOBS event of a COMPLETED or FAILED job: ``jobs_count + 1`` and ``duration_s`` (whole
-    seconds, negative clamped to 0) added to the execution time; ``succeeded`` feeds the
-    per-workflow success/failure counters (``None``: an event without the outcome counts in neither).
-    """
-    return await _apply(
-        db, consumer, event_key, UPSERT_JOB_FINISHED, uuid7(), user_id, workflow_id, max(0, int(duration_s)),
-        1 if succeeded is True else 0, 1 if succeeded is False else 0,
-    )
+    """:func:`job_finished`, applied on its own.  ``NotFound`` if the user no longer exists."""
+    change = job_finished(event_key=event_key, user_id=user_id, workflow_id=workflow_id,
+                          duration_s=duration_s, succeeded=succeeded)
+    return (await apply_changes(db, [change], consumer=consumer))[0]
 
 
 async def apply_log_count(
@@ -152,10 +217,9 @@ async def apply_log_count(
     count: int,
     consumer: str = ANALYTICS_CONSUMER,
 ) -> bool:
-    """LOGS event (``{"count"}``) with one event key: ``logs_count + count``."""
-    if count <= 0:
-        return False
-    return await _apply(db, consumer, event_key, UPSERT_LOG_COUNT, uuid7(), user_id, workflow_id, count)
+    """:func:`log_count`, applied on its own (``False`` for a non-positive count)."""
+    change = log_count(event_key=event_key, user_id=user_id, workflow_id=workflow_id, count=count)
+    return change is not None and (await apply_changes(db, [change], consumer=consumer))[0]
 
 
 async def add_log_lines(
@@ -176,14 +240,6 @@ async def add_log_lines(
         if fresh:
             await _execute(conn, UPSERT_LOG_COUNT, uuid7(), user_id, workflow_id, fresh)
     return fresh
-
-
-async def _apply(db: Queryable, consumer: str, event_key: str, statement: str, *args: Any) -> bool:
-    async with transaction(db) as conn:
-        if event_key and not await mark_processed(conn, consumer, event_key):
-            return False
-        await _execute(conn, statement, *args)
-    return True
 
 
 async def _execute(conn: Any, statement: str, *args: Any) -> None:

@@ -333,6 +333,37 @@ async def test_analytics_event_of_a_deleted_user_has_no_effect(
     assert await analytics_processor.apply(event) is False
 
 
+async def test_a_batch_applies_in_one_go_with_repeats_and_zero_counts_skipped(
+    db: asyncpg.Pool, analytics_processor: AnalyticsProcessor
+) -> None:
+    user_id, workflow_id = await make_workflow(db)
+    u, w = str(user_id), str(workflow_id)
+    job = finished(u, w, 4, succeeded=True)
+    nothing = AnalyticEvent(event_key=f"analytics:logs:{uuid7()}", user_id=u, workflow_id=w,
+                            event_type=AnalyticsEventType.LOGS, data={"count": 0})
+    records = [analytic(e) for e in (job, nothing, job, finished(u, w, 2, succeeded=False))]
+    assert await analytics_processor.handle(records) == [True, False, False, True]
+    assert await row(db, user_id, workflow_id) == {
+        "kind": "", "jobs_count": 2, "jobs_succeeded": 1, "jobs_failed": 1,
+        "total_job_execution_duration": 6, "logs_count": 0,
+    }
+
+
+async def test_a_deleted_users_event_does_not_hold_back_the_rest_of_its_batch(
+    db: asyncpg.Pool, analytics_processor: AnalyticsProcessor
+) -> None:
+    user_id, workflow_id = await make_workflow(db)
+    u, w = str(user_id), str(workflow_id)
+    gone = AnalyticEvent.workflow_built(user_id=str(uuid7()), workflow_id=str(uuid7()), kind="HEARTBEAT")
+    records = [analytic(e) for e in (finished(u, w, 3, succeeded=True), gone, finished(u, w, 5, succeeded=True))]
+    assert await analytics_processor.handle(records) == [True, False, True]
+    counted = await row(db, user_id, workflow_id)
+    assert (counted["jobs_count"], counted["total_job_execution_duration"]) == (2, 8)
+    # The deleted user's key was not recorded: its transaction rolled back with the failed batch.
+    assert await db.fetchval(
+        "SELECT count(*) FROM processed_events WHERE event_key = $1", gone.event_key) == 0
+
+
 async def test_cleanup_purges_only_expired_dedupe_records(
     db: asyncpg.Pool, analytics_processor: AnalyticsProcessor
 ) -> None:
