@@ -17,7 +17,9 @@ The outcome of each handler call follows :mod:`domain.commit_policy`:
 
 Fetching of a partition is paused while its queue holds ≥ ``lane_capacity`` records and resumed
 at ≤ ``resume_at``.  Commits that fail are retried with the same backoff, never by re-running the
-handler.  On revoke (or loss) the partition's lane is cancelled; finished work is committed once
+handler.  Commits of a partition are at least ``KAFKA_COMMIT_INTERVAL`` apart (work finished
+meanwhile is covered by the next one; handlers are idempotent, so a crash replays at most that
+window).  On revoke (or loss) the partition's lane is cancelled; finished work is committed once
 while the partition is still ours, and the lane itself can never commit again (epoch check).
 
 Offsets are committed manually (auto-commit off) and a new group starts at the *earliest* offset:
@@ -595,6 +597,9 @@ class PartitionedConsumer:
                     await asyncio.sleep(delay)
                     continue
                 failures = 0
+                # Let finished work pile up behind this commit (KAFKA_COMMIT_INTERVAL); the final
+                # commit on revoke/stop does not wait for it.
+                await asyncio.sleep(self._cfg.commit_interval.total_seconds())
 
     async def _commit(self, lane: _Lane, offset: int) -> None:
         consumer = self._consumer

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import socket
 import time
+from datetime import timedelta
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -326,6 +327,26 @@ async def test_restart_resumes_from_committed_offsets_and_redelivers_unfinished_
     async with running(kafka_cfg, topic, group, after):
         await wait_until(lambda: after.offsets() == [7, 8, 9, 10, 11], what="resumed records")
     assert await committed(kafka_cfg, topic, group, 1) == {0: 12}
+
+
+async def test_commits_are_spaced_by_the_commit_interval_and_stop_commits_the_rest(
+    kafka_cfg: KafkaConfig,
+) -> None:
+    topic, group = await new_topic(kafka_cfg, 1), unique("g")
+    cfg = kafka_cfg.model_copy(update={"commit_interval": timedelta(minutes=10)})
+    await produce(kafka_cfg, topic, [("k", "0")])
+    recorder = Recorder()
+    consumer = PartitionedConsumer(cfg, topic, group, recorder, backoff=FAST)
+    await consumer.start()
+    try:
+        await wait_until(lambda: consumer.stats().lanes[0].committed == 1, what="the first commit")
+        await produce(kafka_cfg, topic, [("k", str(i)) for i in range(1, 6)])
+        await wait_until(lambda: len(recorder.done) == 6, what="the later records")
+        await asyncio.sleep(0.5)  # a per-record commit would have happened by now
+        assert consumer.stats().lanes[0].committed == 1
+    finally:
+        await consumer.stop()
+    assert await committed(kafka_cfg, topic, group, 1) == {0: 6}
 
 
 async def test_full_lane_pauses_fetching_and_resumes_when_drained(kafka_cfg: KafkaConfig) -> None:
