@@ -305,10 +305,13 @@ class WorkflowEventHandler:
         if decide_job_outcome(workflow) == JobOutcomeDecision.IGNORE:
             return Outcome.IGNORED
         assert workflow is not None
-        with contextlib.suppress(NotFound):  # terminated meanwhile: the counter stays (reference)
-            await workflows.reset_failures(
-                self.pool, workflow_id=workflow.id, user_id=workflow.user_id, cache=self.cache
-            )
+        # Only this workflow's own events raise the counter, and they are handled in order (one
+        # partition, never two at once), so a 0 read here is still 0: skip the locking update.
+        if workflow.consecutive_job_failures_count:
+            with contextlib.suppress(NotFound):  # terminated meanwhile: the counter stays (reference)
+                await workflows.reset_failures(
+                    self.pool, workflow_id=workflow.id, user_id=workflow.user_id, cache=self.cache
+                )
         await self._notify(
             notes.job_completed(str(workflow.user_id), str(workflow.id), event.job_id, workflow.name),
             required=True,
