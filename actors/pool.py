@@ -4,7 +4,10 @@ A pool is a small manager actor (:class:`PoolManager`, named ``<pool>-pool``) ow
 ``<pool>-0``, ``<pool>-1``, … (so the Ray dashboard reads like the architecture).  Workers are created
 with the pool's resource class (``ResourceClassSpec.ray_options()``: reservation CPUs and memory plus
 one unit of the ``low``/``high`` custom resource), ``max_restarts`` from the pool spec, in the
-configured namespace.  The Kafka consumer actors of the pool's group call ``PoolManager.handle``.
+configured namespace.  The Kafka consumer actors of the pool's group route their records straight
+to the workers, with the membership the manager publishes (:meth:`PoolManager.members`,
+:class:`ingest.consumer_actor.WorkerRoutes`): one Ray call per batch, not two.  ``PoolManager.handle``
+is the pool's own entry point for other callers (replays, tools).
 
 Routing and capacity are plain code (:class:`PoolRouter`, unit-tested without Ray):
 
@@ -12,9 +15,10 @@ Routing and capacity are plain code (:class:`PoolRouter`, unit-tested without Ra
   worker and, when every worker is full, *waits* — that wait is the pool's backpressure and its
   length is the queue depth;
 * ``resize(n)`` grows by creating actors (routable once they answer ``ready``) and shrinks by
-  *draining*: a draining worker takes no new work, finishes its in-flight records, is asked to
-  ``shutdown`` and is then killed;
-* ``stats()`` reports size, starting/draining actors, busy actors, queue depth and in-flight records.
+  *draining*: a draining worker leaves the published membership, takes no new work, finishes its
+  in-flight records (the manager's and every consumer's), is asked to ``shutdown`` and is then killed;
+* ``stats()`` reports size, starting/draining actors, busy actors, queue depth and in-flight records,
+  counting the consumers' direct calls as they last reported them (every 2 s).
 
 Worker classes follow one small contract: ``__init__(self, settings: Settings, name: str)``,
 ``async handle(self, record)`` (raise :mod:`domain.errors` errors; ``retryable`` decides whether
@@ -27,9 +31,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
-from collections import deque
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import ray
 from pydantic import BaseModel, ConfigDict
@@ -37,11 +39,11 @@ from pydantic import BaseModel, ConfigDict
 from actors.metrics import METRICS
 from domain.config import Settings
 from domain.topology import PoolSpec, ResourceClassSpec
-from ingest.consumer_actor import consumer_actor_name, unwrap_remote_error
+from ingest.consumer_actor import MEMBERSHIP_TTL_S, RoutingStats, consumer_actor_name, unwrap_remote_error
+from ingest.routing import Member, PoolRouter
 
 log = logging.getLogger(__name__)
 
-H = TypeVar("H")
 
 #: Extra actor concurrency above ``max_in_flight`` for control calls (ready, stats, shutdown).
 CONTROL_CONCURRENCY = 4
@@ -79,168 +81,6 @@ class PoolStatus(BaseModel):
     consumer_lag: int = 0  # records not yet committed by the pool's consumer group (all partitions)
 
 
-@dataclass(eq=False)
-class Member(Generic[H]):
-    """One worker as the router sees it."""
-
-    index: int
-    handle: H
-    ready: bool = False
-    draining: bool = False
-    in_flight: int = 0
-
-    @property
-    def routable(self) -> bool:
-        return self.ready and not self.draining
-
-
-class PoolRouter(Generic[H]):
-    """Least-loaded routing with bounded in-flight work per member and FIFO waiting (pure logic)."""
-
-    def __init__(self, max_in_flight: int) -> None:
-        if max_in_flight < 1:
-            raise ValueError("max_in_flight must be at least 1")
-        self.max_in_flight = max_in_flight
-        self.members: dict[int, Member[H]] = {}
-        self._waiters: deque[asyncio.Future[Member[H]]] = deque()
-        self._idle: dict[int, asyncio.Event] = {}
-        self.handled = 0
-        self.failed = 0
-
-    # ---------------------------------------------------------------- membership
-
-    def add(self, index: int, handle: H, *, ready: bool = True) -> Member[H]:
-        if index in self.members:
-            raise ValueError(f"member {index} exists")
-        member = Member(index=index, handle=handle, ready=ready)
-        self.members[index] = member
-        self._idle[index] = asyncio.Event()
-        self._idle[index].set()
-        self._serve_waiters()
-        return member
-
-    def mark_ready(self, index: int) -> None:
-        member = self.members.get(index)
-        if member is not None:
-            member.ready = True
-            self._serve_waiters()
-
-    def remove(self, index: int) -> Member[H] | None:
-        self._idle.pop(index, None)
-        return self.members.pop(index, None)
-
-    def free_indexes(self, count: int) -> list[int]:
-        """The ``count`` lowest indexes not in use (so names stay compact: -0, -1, …)."""
-        out: list[int] = []
-        candidate = 0
-        while len(out) < count:
-            if candidate not in self.members:
-                out.append(candidate)
-            candidate += 1
-        return out
-
-    def active(self) -> list[Member[H]]:
-        """Members that are or will become routable (not draining), lowest index first."""
-        return sorted((m for m in self.members.values() if not m.draining), key=lambda m: m.index)
-
-    def start_drain(self, count: int) -> list[Member[H]]:
-        """Stop routing to the ``count`` members that are least useful to keep: not-yet-ready ones
-        first, then the highest indexes.  Returns them; wait for :meth:`wait_idle` before killing."""
-        active = self.active()
-        starting = [m for m in active if not m.ready]
-        ready = sorted((m for m in active if m.ready), key=lambda m: m.index, reverse=True)
-        chosen = (starting + ready)[:count]
-        for member in chosen:
-            member.draining = True
-        return chosen
-
-    async def wait_idle(self, index: int) -> None:
-        event = self._idle.get(index)
-        if event is not None:
-            await event.wait()
-
-    # ---------------------------------------------------------------- routing
-
-    def _pick(self) -> Member[H] | None:
-        best: Member[H] | None = None
-        for member in self.members.values():
-            if not member.routable or member.in_flight >= self.max_in_flight:
-                continue
-            if best is None or (member.in_flight, member.index) < (best.in_flight, best.index):
-                best = member
-        return best
-
-    def _take(self, member: Member[H]) -> Member[H]:
-        member.in_flight += 1
-        self._idle[member.index].clear()
-        return member
-
-    def _serve_waiters(self) -> None:
-        while self._waiters:
-            waiter = self._waiters[0]
-            if waiter.done():  # cancelled while waiting
-                self._waiters.popleft()
-                continue
-            member = self._pick()
-            if member is None:
-                return
-            self._waiters.popleft()
-            waiter.set_result(self._take(member))
-
-    def try_acquire(self) -> Member[H] | None:
-        """A slot right now, or ``None`` (never jumps the queue of waiting callers)."""
-        if any(not w.done() for w in self._waiters):
-            return None
-        member = self._pick()
-        return self._take(member) if member is not None else None
-
-    async def acquire(self) -> Member[H]:
-        """Wait for a slot on the least loaded routable member (FIFO among waiters)."""
-        member = self.try_acquire()
-        if member is not None:
-            return member
-        waiter: asyncio.Future[Member[H]] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.release(waiter.result(), ok=True, counted=False)  # granted as we were cancelled
-            raise
-
-    def release(self, member: Member[H], *, ok: bool, counted: bool = True) -> None:
-        member.in_flight -= 1
-        if counted:
-            if ok:
-                self.handled += 1
-            else:
-                self.failed += 1
-        if member.in_flight == 0 and member.index in self._idle:
-            self._idle[member.index].set()
-        self._serve_waiters()
-
-    # ---------------------------------------------------------------- observation
-
-    @property
-    def queue_depth(self) -> int:
-        return sum(1 for w in self._waiters if not w.done())
-
-    @property
-    def in_flight(self) -> int:
-        return sum(m.in_flight for m in self.members.values())
-
-    def counts(self) -> dict[str, int]:
-        members = list(self.members.values())
-        return {
-            "size": sum(1 for m in members if m.routable),
-            "starting": sum(1 for m in members if not m.ready and not m.draining),
-            "draining": sum(1 for m in members if m.draining),
-            "busy": sum(1 for m in members if m.routable and m.in_flight > 0),
-            "queue_depth": self.queue_depth,
-            "in_flight": self.in_flight,
-        }
-
-
 def import_worker_class(path: str) -> Any:
     """``"package.module:ClassName"`` → the class (a plain class or a ``@ray.remote`` one)."""
     module_name, _, attr = path.partition(":")
@@ -274,6 +114,8 @@ class PoolManager:
         self._first_ready = asyncio.Event()
         self._consumer_lag = 0
         self._consumers: dict[str, Any] = {}
+        #: Latest routing stats of each consumer calling the workers directly, by consumer name.
+        self._routing: dict[str, RoutingStats] = {}
         self._drains: set[asyncio.Task[Any]] = set()
         self._metrics_task = self._spawn(self._report_metrics())
         self._spawn(self.resize(self.target))
@@ -317,8 +159,26 @@ class PoolManager:
                 log.warning("%s: worker %d not ready yet: %s", self.pool, index, err)
                 await asyncio.sleep(2.0)
 
+    async def members(self) -> dict[int, Any]:
+        """The workers callers may route to directly (index → handle): ready and not draining.
+        Consumers re-read this every ``MEMBERSHIP_TTL_S`` (:class:`ingest.consumer_actor.WorkerRoutes`)."""
+        return {m.index: m.handle for m in self.router.members.values() if m.routable}
+
+    async def _wait_consumers_idle(self, index: int) -> None:
+        """Wait until no consumer can still route to worker ``index``: every consumer re-reads the
+        membership before its next call once ``MEMBERSHIP_TTL_S`` has passed, and the calls it
+        already has in flight to the worker finish (bounded by the shutdown grace)."""
+        await asyncio.sleep(MEMBERSHIP_TTL_S + 0.2)
+        deadline = asyncio.get_running_loop().time() + SHUTDOWN_GRACE_S
+        while asyncio.get_running_loop().time() < deadline:
+            await self._refresh_consumers()
+            if not any(stats.in_flight.get(index) for stats in self._routing.values()):
+                return
+            await asyncio.sleep(0.2)
+
     async def _drain(self, member: Member[Any]) -> None:
         await self.router.wait_idle(member.index)
+        await self._wait_consumers_idle(member.index)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(member.handle.shutdown.remote(), SHUTDOWN_GRACE_S)
         with contextlib.suppress(Exception):
@@ -364,24 +224,39 @@ class PoolManager:
         finally:
             self.router.release(member, ok=ok)
 
-    def status(self) -> PoolStatus:
+    def _counts(self) -> dict[str, int]:
+        """The router's counts plus the calls the consumers route to the workers themselves."""
         counts = self.router.counts()
+        routed = list(self._routing.values())
+        load = self.router.load()
+        for stats in routed:
+            for index, calls in stats.in_flight.items():
+                load[index] = load.get(index, 0) + calls
+        members = self.router.members
+        counts["busy"] = sum(1 for i, calls in load.items() if calls and i in members and members[i].routable)
+        counts["in_flight"] = sum(load.values())
+        counts["queue_depth"] += sum(stats.queue_depth for stats in routed)
+        return counts
+
+    def status(self) -> PoolStatus:
+        routed = self._routing.values()
         return PoolStatus(
             pool=self.pool,
             worker_class=self.worker_class,
             target=self.target,
             max_in_flight=self.router.max_in_flight,
-            handled=self.router.handled,
-            failed=self.router.failed,
+            handled=self.router.handled + sum(stats.handled for stats in routed),
+            failed=self.router.failed + sum(stats.failed for stats in routed),
             consumer_lag=self._consumer_lag,
-            **counts,
+            **self._counts(),
         )
 
     async def stats(self) -> PoolStatus:
         return self.status()
 
-    async def _refresh_consumer_lag(self) -> None:
-        """Sum the lag of the consumer group feeding this pool (and export it per partition)."""
+    async def _refresh_consumers(self) -> None:
+        """Read the lag and the direct-routing load of the consumer group feeding this pool (and
+        export the lag per partition)."""
         topic, group = self.spec.topic, self.spec.consumer_group
         if topic is None or group is None:
             return
@@ -393,10 +268,16 @@ class PoolManager:
                 if consumer is None:
                     consumer = ray.get_actor(name, namespace=self.settings.ray.namespace)
                     self._consumers[name] = consumer
-                lag: dict[int, int] = await asyncio.wait_for(consumer.lag.remote(), 5.0)
+                lag: dict[int, int]
+                routing: RoutingStats | None
+                lag, routing = await asyncio.wait_for(
+                    asyncio.gather(consumer.lag.remote(), consumer.routing.remote()), 5.0)
             except Exception:  # not started yet, restarting, or gone: it reports next time
                 self._consumers.pop(name, None)
+                self._routing.pop(name, None)
                 continue
+            if routing is not None:
+                self._routing[name] = routing
             for partition, behind in lag.items():
                 METRICS.consumer_lag(group, topic, partition, behind)
                 total += behind
@@ -404,7 +285,7 @@ class PoolManager:
 
     async def _report_metrics(self) -> None:
         while True:
-            counts = self.router.counts()
+            counts = self._counts()
             METRICS.pool(
                 self.pool,
                 size=counts["size"],
@@ -412,7 +293,7 @@ class PoolManager:
                 queue_depth=counts["queue_depth"],
                 in_flight=counts["in_flight"],
             )
-            await self._refresh_consumer_lag()
+            await self._refresh_consumers()
             await asyncio.sleep(2.0)
 
     async def stop(self) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import Any
 
 import ray
@@ -30,7 +31,7 @@ from actors.outbox_relay import OutboxRelayActor
 from actors.pool import PoolManager, PoolStatus, import_worker_class, pool_manager_name
 from actors.scheduler import SchedulerActor
 from domain.config import Settings
-from domain.topology import ClusterSpec
+from domain.topology import ClusterSpec, PoolSpec
 from ingest.consumer import ConsumerStats
 from ingest.consumer_actor import ConsumerSpec, consumer_actor_name, create_consumer_actor
 from ingest.topics import ensure_topics
@@ -101,7 +102,9 @@ def worker_class_for(pool: str, *, execution_stub: bool) -> str | None:
     return path
 
 
-def consumer_spec_for(settings: Settings, pool: str, topic: str, group: str) -> ConsumerSpec:
+def consumer_spec_for(
+    settings: Settings, pool: str, topic: str, group: str, *, pool_spec: PoolSpec | None = None
+) -> ConsumerSpec:
     """How a pool's consumers feed it.
 
     * The joblogs processor takes batches of up to ``JOBLOGS_PROCESSOR_BATCH_JOB_LOGS_SIZE_LIMIT``
@@ -117,6 +120,11 @@ def consumer_spec_for(settings: Settings, pool: str, topic: str, group: str) -> 
       batch failing on one bad record is re-delivered record by record
       (:class:`ingest.consumer_actor.RecordForwarder`), so only that record is skipped.
     """
+    # With ``pool_spec``, each consumer routes to the pool's workers itself (ingest.consumer_actor.
+    # WorkerRoutes); together they keep the pool's per-worker bound.  Without, it calls the target.
+    worker_in_flight = 0
+    if pool_spec is not None:
+        worker_in_flight = max(1, math.ceil(pool_spec.max_in_flight / max(1, pool_spec.consumers)))
     if pool == JOBLOGS_POOL:
         cfg = settings.joblogs
         return ConsumerSpec(
@@ -124,12 +132,13 @@ def consumer_spec_for(settings: Settings, pool: str, topic: str, group: str) -> 
             group_id=group,
             batch_size=cfg.batch_job_logs_size_limit,
             batch_wait_s=cfg.batch_job_logs_time_interval.total_seconds(),
+            worker_in_flight=worker_in_flight,
         )
     if pool == EXECUTION_POOL:
         return ConsumerSpec(topic=topic, group_id=group, batch_size=EXECUTION_BATCH, batch_wait_s=0.0,
-                            max_in_flight_per_lane=EXECUTION_LANE_UNITS)
+                            max_in_flight_per_lane=EXECUTION_LANE_UNITS, worker_in_flight=worker_in_flight)
     return ConsumerSpec(topic=topic, group_id=group, batch_size=ROUTED_BATCH, batch_wait_s=0.0,
-                        max_in_flight_per_lane=LANE_UNITS)
+                        max_in_flight_per_lane=LANE_UNITS, worker_in_flight=worker_in_flight)
 
 
 def _detached(settings: Settings, name: str) -> dict[str, Any]:
@@ -176,7 +185,8 @@ async def _start_pool(settings: Settings, spec: ClusterSpec, pool: str, worker_c
         **_detached(settings, manager_name), num_cpus=MANAGER_NUM_CPUS, max_restarts=-1
     ).remote(settings, pool, pool_spec, spec.pool_class(pool), worker_class)
     await _await_ready(manager_name, manager.ready.remote())
-    consumer_spec = consumer_spec_for(settings, pool, pool_spec.topic, pool_spec.consumer_group)
+    consumer_spec = consumer_spec_for(settings, pool, pool_spec.topic, pool_spec.consumer_group,
+                                      pool_spec=pool_spec)
     consumers = [
         create_consumer_actor(
             settings.kafka,

@@ -1,6 +1,7 @@
 """The Ray shell of a Kafka consumer: a small async actor (``consumer-<topic>-<i>``) that runs a
-:class:`~ingest.consumer.PartitionedConsumer` and forwards records to a target actor — the pool of
-the worker type (``await pool.handle.remote(record)``).
+:class:`~ingest.consumer.PartitionedConsumer` and forwards records to a target actor — for a pool,
+straight to its workers with the membership its manager publishes (:class:`WorkerRoutes`), else
+``await target.handle.remote(record)``.
 
 All consuming logic lives in :mod:`ingest.consumer` (tested without Ray).  What this shell adds:
 
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from typing import Any
 
 import ray
@@ -28,11 +31,14 @@ from domain.commit_policy import RetryBackoff, is_retryable
 from domain.config import KafkaConfig
 from domain.errors import Unavailable
 from ingest.consumer import ConsumedRecord, ConsumerStats, PartitionedConsumer
+from ingest.routing import PoolRouter
 
 log = logging.getLogger(__name__)
 
 #: Logical CPUs a consumer actor asks for: it only moves bytes between Kafka and the pool.
 CONSUMER_NUM_CPUS = 0.05
+#: How old a pool membership may get before a consumer routing to its workers re-reads it.
+MEMBERSHIP_TTL_S = 1.0
 
 
 class ConsumerSpec(BaseModel):
@@ -48,6 +54,9 @@ class ConsumerSpec(BaseModel):
     lane_capacity: int = Field(default=1024, ge=1)
     resume_at: int = Field(default=512, ge=0)
     max_in_flight_per_lane: int = Field(default=1, ge=1)
+    # > 0: the target is a pool manager; records go straight to its workers (see
+    # :class:`WorkerRoutes`), at most this many calls in flight per worker from this consumer.
+    worker_in_flight: int = Field(default=0, ge=0)
     drain_timeout_s: float = Field(default=30.0, ge=0)
     retry_initial_s: float = Field(default=1.0, gt=0)  # reference backoff: 1 s doubling …
     retry_max_s: float = Field(default=30.0, gt=0)  # … up to 30 s
@@ -77,20 +86,102 @@ def unwrap_remote_error(err: BaseException) -> BaseException:
     return err
 
 
+class RoutingStats(BaseModel):
+    """What a consumer routing straight to a pool's workers has in flight (for the pool's stats)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    in_flight: dict[int, int]  # calls in flight per worker index
+    queue_depth: int  # calls waiting for a worker with a free slot
+    handled: int
+    failed: int
+
+
+class WorkerRoutes:
+    """Direct routing from a consumer to the workers of a pool.
+
+    The pool manager stays the owner of its workers (creates, resizes, drains them) and publishes
+    who may be called (``members()``: index → handle of every routable worker); this consumer
+    re-reads that at most every :data:`MEMBERSHIP_TTL_S` (and at once after a worker error), then
+    picks the least loaded worker itself with at most ``limit`` calls in flight per worker — a
+    full pool makes the call wait (backpressure).  One Ray call per batch instead of two
+    (consumer → manager → worker); the manager learns the load from :meth:`stats`.  A worker
+    being drained leaves the membership first and is stopped only once no consumer has a call in
+    flight to it (:meth:`actors.pool.PoolManager.members`).
+    """
+
+    def __init__(self, manager: str, namespace: str | None, limit: int) -> None:
+        self._manager_name = manager
+        self._namespace = namespace
+        self.router: PoolRouter[Any] = PoolRouter(limit)
+        self._fetched_at = -math.inf
+        self._refresh: asyncio.Task[None] | None = None
+
+    def stale(self) -> None:
+        """Re-read the membership before the next call (a worker failed or vanished)."""
+        self._fetched_at = -math.inf
+
+    async def _fetch(self) -> None:
+        try:
+            manager = ray.get_actor(self._manager_name, namespace=self._namespace)
+        except ValueError as err:  # not created yet (or gone): retried in place
+            raise Unavailable(f"pool manager {self._manager_name!r} not found") from err
+        members: dict[int, Any] = await manager.members.remote()
+        self.router.sync(members)
+        self._fetched_at = time.monotonic()
+
+    async def _membership(self) -> None:
+        if time.monotonic() - self._fetched_at < MEMBERSHIP_TTL_S:
+            return
+        if self._refresh is None or self._refresh.done():  # one fetch for every waiting caller
+            self._refresh = asyncio.get_running_loop().create_task(self._fetch())
+        await asyncio.shield(self._refresh)
+
+    async def call(self, method: str, payload: Any) -> Any:
+        """``worker.<method>.remote(payload)`` on the least loaded worker with a free slot."""
+        while True:
+            await self._membership()
+            if not any(member.routable for member in self.router.members.values()):
+                raise Unavailable(f"pool {self._manager_name!r} has no ready worker")
+            try:
+                # Bounded so a caller never waits on a membership that has gone stale.
+                member = await asyncio.wait_for(self.router.acquire(), MEMBERSHIP_TTL_S)
+                break
+            except TimeoutError:
+                continue
+        ok = False
+        try:
+            result = await getattr(member.handle, method).remote(payload)
+            ok = True
+            return result
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+            self.stale()
+            raise
+        finally:
+            self.router.release(member, ok=ok)
+
+    def stats(self) -> RoutingStats:
+        return RoutingStats(in_flight=self.router.load(), queue_depth=self.router.queue_depth,
+                            handled=self.router.handled, failed=self.router.failed)
+
+
 class RecordForwarder:
     """The consumer's handler: calls ``target.<method>.remote(...)`` and maps its errors.
 
     ``target`` is an actor handle or an actor *name* (resolved in ``namespace`` on first use and
     again after the actor died, so a re-created pool is found).  Prefer the name for actors that
     Ray may restart: a handle among the constructor arguments cannot be restored reliably
-    (ray-project/ray#53727).
+    (ray-project/ray#53727).  With ``routes`` the target is a pool manager's name and the calls
+    go straight to its workers (:class:`WorkerRoutes`).
     """
 
-    def __init__(self, target: Any, method: str, *, batched: bool, namespace: str | None = None) -> None:
+    def __init__(self, target: Any, method: str, *, batched: bool, namespace: str | None = None,
+                 routes: WorkerRoutes | None = None) -> None:
         self._target = target
         self._namespace = namespace
         self._method_name = method
         self._batched = batched
+        self.routes = routes
         self._method: Any = None if isinstance(target, str) else getattr(target, method)
 
     def _resolve(self) -> Any:
@@ -102,14 +193,18 @@ class RecordForwarder:
             self._method = getattr(handle, self._method_name)
         return self._method
 
+    async def _invoke(self, payload: Any) -> Any:
+        if self.routes is not None:
+            return await self.routes.call(self._method_name, payload)
+        return await self._resolve().remote(payload)
+
     async def __call__(self, records: list[ConsumedRecord]) -> None:
-        method = self._resolve()
         try:
             if self._batched:
-                await self._forward_batch(method, records)
+                await self._forward_batch(records)
             else:
                 for record in records:
-                    await method.remote(record)
+                    await self._invoke(record)
         except Exception as err:
             mapped = unwrap_remote_error(err)
             if mapped is err:
@@ -118,10 +213,9 @@ class RecordForwarder:
                 self._method = None  # look the name up again next time
             raise mapped from err
 
-
-    async def _forward_batch(self, method: Any, records: list[ConsumedRecord]) -> None:
+    async def _forward_batch(self, records: list[ConsumedRecord]) -> None:
         try:
-            await method.remote(records)
+            await self._invoke(records)
             return
         except Exception as err:
             if len(records) == 1 or is_retryable(unwrap_remote_error(err)):
@@ -130,7 +224,7 @@ class RecordForwarder:
                         len(records), records[0].topic, unwrap_remote_error(err))
         for record in records:
             try:
-                await method.remote([record])
+                await self._invoke([record])
             except Exception as err:
                 mapped = unwrap_remote_error(err)
                 if is_retryable(mapped):
@@ -149,11 +243,14 @@ class ConsumerActor:
     ) -> None:
         self._spec = spec
         self._name = name or spec.group_id
+        self._routes = (WorkerRoutes(target, namespace, spec.worker_in_flight)
+                        if spec.worker_in_flight and isinstance(target, str) else None)
         self._consumer = PartitionedConsumer(
             cfg,
             spec.topic,
             spec.group_id,
-            RecordForwarder(target, spec.method, batched=spec.batch_size > 1, namespace=namespace),
+            RecordForwarder(target, spec.method, batched=spec.batch_size > 1, namespace=namespace,
+                            routes=self._routes),
             lane_capacity=spec.lane_capacity,
             resume_at=spec.resume_at,
             batch_size=spec.batch_size,
@@ -199,6 +296,10 @@ class ConsumerActor:
     async def lag(self) -> dict[int, int]:
         """Uncommitted records per assigned partition (fetch high-watermark based)."""
         return self._consumer.lag()
+
+    async def routing(self) -> RoutingStats | None:
+        """Calls in flight to the pool's workers (``None`` when not routing to workers directly)."""
+        return self._routes.stats() if self._routes is not None else None
 
 
 def create_consumer_actor(

@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from actors.pool import PoolRouter, pool_manager_name, worker_name
+from actors.pool import pool_manager_name, worker_name
+from ingest.routing import PoolRouter
 
 
 def make(n: int, max_in_flight: int = 2) -> PoolRouter[str]:
@@ -133,3 +134,28 @@ async def test_counts_report_busy_members_and_in_flight() -> None:
     assert counts == {"size": 3, "starting": 0, "draining": 0, "busy": 2, "queue_depth": 0, "in_flight": 2}
     router.release(a, ok=False)
     assert router.failed == 1
+
+
+async def test_sync_adopts_a_published_membership_and_keeps_in_flight_counts() -> None:
+    router: PoolRouter[str] = PoolRouter(2)
+    router.sync({0: "a", 1: "b"})
+    first = await router.acquire()
+    assert router.load() == {0: 1, 1: 0}
+    router.sync({first.index: "a-restarted", 2: "c"})  # the other one left, a new one joined
+    assert sorted(router.members) == sorted({first.index, 2})
+    assert router.members[first.index].handle == "a-restarted"
+    assert router.load()[first.index] == 1  # the call in flight is still counted
+    router.release(first, ok=True)
+    assert router.load() == {first.index: 0, 2: 0}
+
+
+async def test_a_waiter_is_served_by_a_member_that_joins_later() -> None:
+    router: PoolRouter[str] = PoolRouter(1)
+    router.sync({0: "a"})
+    held = await router.acquire()
+    waiting = asyncio.ensure_future(router.acquire())
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    router.sync({0: "a", 1: "b"})
+    assert (await waiting).index == 1
+    router.release(held, ok=True)

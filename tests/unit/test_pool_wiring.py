@@ -14,6 +14,7 @@ from cluster.backbone import (
     worker_class_for,
 )
 from domain.config import JoblogsProcessorConfig, Settings
+from domain.topology import PoolSpec
 
 
 def test_the_execution_stub_replaces_only_the_execution_worker() -> None:
@@ -38,3 +39,11 @@ def test_joblogs_consumers_wait_to_fill_batches_and_the_others_route_what_is_que
     jobs = consumer_spec_for(settings, "execution-worker", "jobs", "execution-worker")
     assert (jobs.batch_size, jobs.batch_wait_s) == (EXECUTION_BATCH, 0.0)
     assert jobs.max_in_flight_per_lane == EXECUTION_LANE_UNITS > 1
+
+
+def test_consumers_of_a_pool_route_to_its_workers_within_the_per_worker_bound() -> None:
+    execution = PoolSpec(resource_class="high", max_in_flight=32, topic="jobs",
+                         consumer_group="execution-worker", consumers=3)
+    routed = consumer_spec_for(Settings(), "execution-worker", "jobs", "g", pool_spec=execution)
+    assert routed.worker_in_flight == 11  # three consumers together: at most 33 ≈ 32 calls per worker
+    assert consumer_spec_for(Settings(), "execution-worker", "jobs", "g").worker_in_flight == 0
