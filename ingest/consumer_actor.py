@@ -22,6 +22,7 @@ import asyncio
 import logging
 import math
 import time
+from datetime import timedelta
 from typing import Any
 
 import ray
@@ -57,6 +58,10 @@ class ConsumerSpec(BaseModel):
     # > 0: the target is a pool manager; records go straight to its workers (see
     # :class:`WorkerRoutes`), at most this many calls in flight per worker from this consumer.
     worker_in_flight: int = Field(default=0, ge=0)
+    # Overrides KAFKA_FETCH_MAX_WAIT for this group: tansu answers an empty fetch only when the wait
+    # is over, so an idle consumer polls once per wait — a longer one for groups off the latency-
+    # critical path saves that polling's CPU (consumer and broker) at the cost of delivery delay.
+    fetch_max_wait_s: float | None = Field(default=None, gt=0)
     drain_timeout_s: float = Field(default=30.0, ge=0)
     retry_initial_s: float = Field(default=1.0, gt=0)  # reference backoff: 1 s doubling …
     retry_max_s: float = Field(default=30.0, gt=0)  # … up to 30 s
@@ -245,6 +250,8 @@ class ConsumerActor:
         self._name = name or spec.group_id
         self._routes = (WorkerRoutes(target, namespace, spec.worker_in_flight)
                         if spec.worker_in_flight and isinstance(target, str) else None)
+        if spec.fetch_max_wait_s is not None:
+            cfg = cfg.model_copy(update={"fetch_max_wait": timedelta(seconds=spec.fetch_max_wait_s)})
         self._consumer = PartitionedConsumer(
             cfg,
             spec.topic,

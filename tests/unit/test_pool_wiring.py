@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from cluster.backbone import (
+    BACKGROUND_FETCH_MAX_WAIT_S,
     EXECUTION_BATCH,
     EXECUTION_LANE_UNITS,
     EXECUTION_STUB,
@@ -38,6 +39,9 @@ def test_joblogs_consumers_wait_to_fill_batches_and_the_others_route_what_is_que
         assert spec.max_in_flight_per_lane == LANE_UNITS > 1
     jobs = consumer_spec_for(settings, "execution-worker", "jobs", "execution-worker")
     assert (jobs.batch_size, jobs.batch_wait_s) == (EXECUTION_BATCH, 0.0)
+    # Only dispatch is latency-critical: the other groups poll the broker less often when idle.
+    assert jobs.fetch_max_wait_s is None
+    assert joblogs.fetch_max_wait_s == spec.fetch_max_wait_s == BACKGROUND_FETCH_MAX_WAIT_S
     assert jobs.max_in_flight_per_lane == EXECUTION_LANE_UNITS > 1
 
 
