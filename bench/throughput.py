@@ -249,6 +249,7 @@ async def run(settings: Settings, base_url: str, args: argparse.Namespace) -> No
             load_before = os.getloadavg()
             if cpu is not None:
                 cpu.start()
+            pg_before = await pg_activity(db)
             accepted, rejected = await offer(db_trigger(db, user_id), workflow_ids, args.rate, args.duration)
         else:
             n = args.connections
@@ -260,10 +261,13 @@ async def run(settings: Settings, base_url: str, args: argparse.Namespace) -> No
                 workflow_ids = await create_workflows(api, target, args.workflows)
                 await wait_built(db, workflow_ids, args.build_timeout)
                 load_before = os.getloadavg()
+                pg_before = await pg_activity(db)
                 accepted, rejected = await offer(api_trigger(api), workflow_ids, args.rate, args.duration)
         rows = await wait_terminal(db, accepted, args.drain)
         params["loadavg_1m"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
         spent = cpu.used() if cpu is not None else {}
+        await asyncio.sleep(1.0)  # PostgreSQL publishes backend statistics about once a second
+        pg_spent = {k: v - pg_before[k] for k, v in (await pg_activity(db)).items()}
         # A trigger that timed out on the client may still have created its job: count every
         # manual job of the benchmark's workflows when comparing with the target's hits.
         every_job = [r["id"] for r in await db.fetch(
@@ -281,6 +285,18 @@ async def run(settings: Settings, base_url: str, args: argparse.Namespace) -> No
                           key=lambda kv: -kv[1])[:12])
         emit("heartbeat_cpu_per_job", sum(spent.values()) * 1000 / len(accepted), "ms",
              {**params, "by_process_ms": top})
+    if accepted:
+        # Where the database's share goes: transactions and row writes per job, whole system.
+        emit("heartbeat_pg_commits_per_job", pg_spent["xact_commit"] / len(accepted), "commits",
+             {**params, **{f"{k}_per_job": round(v / len(accepted), 2) for k, v in pg_spent.items()}})
+
+
+async def pg_activity(db: asyncpg.Pool) -> dict[str, int]:
+    """Cumulative commits and row writes of the benchmark's database (``pg_stat_database``)."""
+    row = await db.fetchrow(
+        "SELECT xact_commit, tup_inserted, tup_updated, tup_deleted FROM pg_stat_database "
+        "WHERE datname = current_database()")
+    return {k: int(v) for k, v in dict(row).items()}
 
 
 def report(rows: list[asyncpg.Record], all_rows: list[asyncpg.Record], accepted: int, rejected: int,
