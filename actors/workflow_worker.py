@@ -140,6 +140,28 @@ class WorkflowEventHandler:
         self.containers = containers
         self.cache = cache
 
+    async def handle_many(self, events: Sequence[WorkflowEvent]) -> list[Outcome]:
+        """Handle a batch in order; each run of consecutive ``JOB_COMPLETED`` events (the hot path:
+        one per finished job) is applied together (:meth:`on_jobs_completed`)."""
+        outcomes: list[Outcome] = []
+        index = 0
+        while index < len(events):
+            end = index
+            while end < len(events) and events[end].action is WorkflowAction.JOB_COMPLETED:
+                end += 1
+            if end - index > 1:
+                run = events[index:end]
+                done = await self.on_jobs_completed(run)
+                for event, outcome in zip(run, done, strict=True):
+                    log.info("workflow %s %s (gen %d): %s", event.id, event.action.value, event.generation,
+                             outcome.value)
+                outcomes.extend(done)
+                index = end
+            else:
+                outcomes.append(await self.handle(events[index]))
+                index += 1
+        return outcomes
+
     async def handle(self, event: WorkflowEvent) -> Outcome:
         handlers = {
             WorkflowAction.BUILD: self.on_build,
@@ -301,22 +323,36 @@ class WorkflowEventHandler:
     # ------------------------------------------------------------------ job outcomes
 
     async def on_job_completed(self, event: WorkflowEvent) -> Outcome:
-        workflow = await self._workflow(event.id)
-        if decide_job_outcome(workflow) == JobOutcomeDecision.IGNORE:
-            return Outcome.IGNORED
-        assert workflow is not None
-        # Only this workflow's own events raise the counter, and they are handled in order (one
-        # partition, never two at once), so a 0 read here is still 0: skip the locking update.
-        if workflow.consecutive_job_failures_count:
-            with contextlib.suppress(NotFound):  # terminated meanwhile: the counter stays (reference)
-                await workflows.reset_failures(
-                    self.pool, workflow_id=workflow.id, user_id=workflow.user_id, cache=self.cache
-                )
-        await self._notify(
-            notes.job_completed(str(workflow.user_id), str(workflow.id), event.job_id, workflow.name),
-            required=True,
-        )
-        return Outcome.FAILURES_RESET
+        (outcome,) = await self.on_jobs_completed([event])
+        return outcome
+
+    async def on_jobs_completed(self, events: Sequence[WorkflowEvent]) -> list[Outcome]:
+        """JOB_COMPLETED: reset the workflow's failure counter and tell the user — for a batch, with
+        one read of the workflows and one transaction of notifications."""
+        found = await workflows.get_many_by_id(self.pool, (_uuid(event.id) for event in events))
+        outcomes: list[Outcome] = []
+        drafts: list[NotificationDraft] = []
+        reset: set[UUID] = set()
+        for event in events:
+            workflow = found.get(_uuid(event.id))
+            if decide_job_outcome(workflow) == JobOutcomeDecision.IGNORE:
+                outcomes.append(Outcome.IGNORED)
+                continue
+            assert workflow is not None
+            # Only this workflow's own events raise the counter, and they are handled in order (one
+            # partition, never two at once), so a 0 read here is still 0: skip the locking update.
+            if workflow.consecutive_job_failures_count and workflow.id not in reset:
+                reset.add(workflow.id)
+                with contextlib.suppress(NotFound):  # terminated meanwhile: the counter stays (reference)
+                    await workflows.reset_failures(
+                        self.pool, workflow_id=workflow.id, user_id=workflow.user_id, cache=self.cache
+                    )
+            drafts.append(notes.job_completed(str(workflow.user_id), str(workflow.id), event.job_id,
+                                              workflow.name))
+            outcomes.append(Outcome.FAILURES_RESET)
+        # Required, as every job-outcome notification: a failure retries the batch (idempotent).
+        await notifications.create_drafts(self.pool, drafts)
+        return outcomes
 
     async def on_job_failed(self, event: WorkflowEvent) -> Outcome:
         workflow = await self._workflow(event.id)
@@ -394,7 +430,8 @@ class WorkflowWorker:
         await self._startup.wait()
         assert self.handler is not None
         batch = records if isinstance(records, list) else [records]
-        return [str(await self.handler.handle(record.decode(WorkflowEvent))) for record in batch]
+        return [str(outcome) for outcome in
+                await self.handler.handle_many([record.decode(WorkflowEvent) for record in batch])]
 
     async def shutdown(self) -> None:
         pool, redis, runtime = self._resources or (None, None, None)

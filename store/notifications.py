@@ -21,6 +21,7 @@ from domain.ids import uuid7
 from domain.models import Notification, Page
 from domain.notifications import NotificationDraft
 from store.postgres import Queryable, rows_affected
+from store.transaction import transaction
 
 #: Default page size (``NOTIFICATIONS_SERVICE_CONFIG_FETCH_LIMIT``).
 DEFAULT_PAGE_SIZE = 1000
@@ -66,6 +67,20 @@ async def create(
     """Admin (workers): create a notification unless ``(user_id, idempotency_key)`` exists; either
     way return its id.  ``Invalid`` for an empty key or unknown kind; ``NotFound`` for an unknown
     user."""
+    row = _insert_args(user_id, kind, payload, idempotency_key)
+    try:
+        new_id = await db.fetchval(INSERT_NOTIFICATION, *row)
+    except asyncpg.ForeignKeyViolationError:
+        raise NotFound("user not found") from None
+    if new_id is None:
+        new_id = await db.fetchval(SELECT_BY_KEY, user_id, idempotency_key)
+    return UUID(str(new_id))
+
+
+def _insert_args(
+    user_id: UUID, kind: NotificationKind | str, payload: Mapping[str, Any] | BaseModel, idempotency_key: str
+) -> tuple[Any, ...]:
+    """The checked arguments of :data:`INSERT_NOTIFICATION` (``Invalid`` names the bad field)."""
     if not idempotency_key:
         raise Invalid("idempotency_key is required")
     try:
@@ -73,15 +88,7 @@ async def create(
     except ValueError:
         raise Invalid(f"kind must be one of {', '.join(k.value for k in NotificationKind)}") from None
     body = payload.model_dump(mode="json") if isinstance(payload, BaseModel) else dict(payload)
-    try:
-        new_id = await db.fetchval(
-            INSERT_NOTIFICATION, uuid7(), user_id, checked_kind.value, body, idempotency_key
-        )
-    except asyncpg.ForeignKeyViolationError:
-        raise NotFound("user not found") from None
-    if new_id is None:
-        new_id = await db.fetchval(SELECT_BY_KEY, user_id, idempotency_key)
-    return UUID(str(new_id))
+    return uuid7(), user_id, checked_kind.value, body, idempotency_key
 
 
 async def create_draft(db: Queryable, draft: NotificationDraft) -> UUID:
@@ -93,6 +100,20 @@ async def create_draft(db: Queryable, draft: NotificationDraft) -> UUID:
         payload=draft.payload,
         idempotency_key=draft.idempotency_key,
     )
+
+
+async def create_drafts(db: Queryable, drafts: Sequence[NotificationDraft]) -> None:
+    """:func:`create_draft` for many drafts in one transaction (pipelined inserts; existing
+    ``(user_id, idempotency_key)`` pairs are left as they are).  ``NotFound`` for an unknown user
+    (nothing is created)."""
+    if not drafts:
+        return
+    rows = [_insert_args(UUID(d.user_id), d.kind, d.payload, d.idempotency_key) for d in drafts]
+    try:
+        async with transaction(db) as conn:
+            await conn.executemany(INSERT_NOTIFICATION, rows)
+    except asyncpg.ForeignKeyViolationError:
+        raise NotFound("user not found") from None
 
 
 async def list_notifications(

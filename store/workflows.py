@@ -13,6 +13,7 @@ workflows after committing and before returning, so the caller never reads its o
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 from uuid import UUID
 
@@ -114,6 +115,7 @@ SELECT_WORKFLOW = f"SELECT {_COLUMNS} FROM workflows WHERE id = $1 AND user_id =
 SELECT_WORKFLOW_FOR_UPDATE = f"SELECT {_COLUMNS} FROM workflows WHERE id = $1 AND user_id = $2 FOR UPDATE"
 
 SELECT_WORKFLOW_BY_ID = f"SELECT {_COLUMNS} FROM workflows WHERE id = $1"
+SELECT_WORKFLOWS_BY_ID = f"SELECT {_COLUMNS} FROM workflows WHERE id = ANY($1::uuid[])"
 
 # $2 query pattern ('' = any), $3 kind, $4 build_status (implies not terminated), $5 only terminated,
 # $6/$7 interval bounds (0 = open), $8/$9 cursor (inclusive), $10 limit.
@@ -422,6 +424,12 @@ async def get_by_id(db: Queryable, workflow_id: UUID) -> Workflow:
     if row is None:
         raise NotFound("workflow not found")
     return _workflow(row)
+
+
+async def get_many_by_id(db: Queryable, workflow_ids: Iterable[UUID]) -> dict[UUID, Workflow]:
+    """Admin: the workflows of ``workflow_ids`` that exist, by id, in one statement."""
+    rows = await db.fetch(SELECT_WORKFLOWS_BY_ID, list(set(workflow_ids)))
+    return {workflow.id: workflow for workflow in map(_workflow, rows)}
 
 
 async def update_build_status(

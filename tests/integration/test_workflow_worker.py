@@ -421,6 +421,36 @@ async def test_consecutive_failures_terminate_the_workflow_once(
     await assert_replay_changes_nothing(handler, pool, wf, [build, *failed, completed, third, terminate])
 
 
+async def test_a_batch_of_completions_resets_counters_and_notifies_once_per_job(
+    handler: WorkflowEventHandler, pool: asyncpg.Pool
+) -> None:
+    user = await new_user(pool)
+    failing, healthy = await new_workflow(pool, user, max_failures=3), await new_workflow(pool, user)
+    for wf in (failing, healthy):
+        await handler.handle(await outbox_event(pool, wf, WorkflowAction.BUILD))
+    await handler.handle(job_outcome(failing, user, uuid7(), WorkflowAction.JOB_FAILED))
+    gone = uuid7()
+    batch = [
+        job_outcome(failing, user, uuid7(), WorkflowAction.JOB_COMPLETED),
+        job_outcome(healthy, user, uuid7(), WorkflowAction.JOB_COMPLETED),
+        job_outcome(gone, user, uuid7(), WorkflowAction.JOB_COMPLETED),  # a deleted workflow
+        job_outcome(healthy, user, uuid7(), WorkflowAction.JOB_COMPLETED),
+        job_outcome(healthy, user, uuid7(), WorkflowAction.JOB_FAILED),  # ends the run of completions
+    ]
+    expected = [Outcome.FAILURES_RESET, Outcome.FAILURES_RESET, Outcome.IGNORED, Outcome.FAILURES_RESET,
+                Outcome.FAILURE_COUNTED]
+    assert await handler.handle_many(batch) == expected
+    assert (await workflows.get_by_id(pool, failing)).consecutive_job_failures_count == 0
+    assert (await workflows.get_by_id(pool, healthy)).consecutive_job_failures_count == 1
+    completed = "Job Execution Completed/WEB_SUCCESS"
+    assert (await notification_titles(pool, failing)).count(completed) == 1
+    assert (await notification_titles(pool, healthy)).count(completed) == 2
+    # A replay of the batch notifies nobody twice.
+    await handler.handle_many(batch)
+    assert (await notification_titles(pool, healthy)).count(completed) == 2
+    assert (await notification_titles(pool, failing)).count(completed) == 1
+
+
 async def test_job_outcomes_of_a_deleted_workflow_are_ignored(
     handler: WorkflowEventHandler, pool: asyncpg.Pool
 ) -> None:
