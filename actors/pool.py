@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import uuid
 from typing import Any
 
 import ray
@@ -114,6 +115,7 @@ class PoolManager:
         self._first_ready = asyncio.Event()
         self._consumer_lag = 0
         self._consumers: dict[str, Any] = {}
+        self._incarnation = uuid.uuid4().hex[:12]
         #: Latest routing stats of each consumer calling the workers directly, by consumer name.
         self._routing: dict[str, RoutingStats] = {}
         self._drains: set[asyncio.Task[Any]] = set()
@@ -159,10 +161,15 @@ class PoolManager:
                 log.warning("%s: worker %d not ready yet: %s", self.pool, index, err)
                 await asyncio.sleep(2.0)
 
-    async def members(self) -> dict[int, Any]:
-        """The workers callers may route to directly (index → handle): ready and not draining.
-        Consumers re-read this every ``MEMBERSHIP_TTL_S`` (:class:`ingest.consumer_actor.WorkerRoutes`)."""
-        return {m.index: m.handle for m in self.router.members.values() if m.routable}
+    async def members(self, known_version: str = "") -> tuple[str, dict[int, Any] | None]:
+        """``(version, workers)``: the workers callers may route to directly (index → handle: ready
+        and not draining), or ``None`` when the caller's ``known_version`` is still current (no
+        handles to send and deserialise again).  Consumers ask every ``MEMBERSHIP_TTL_S``
+        (:class:`ingest.consumer_actor.WorkerRoutes`)."""
+        version = f"{self._incarnation}:{self.router.version}"  # unique across manager restarts
+        if version == known_version:
+            return version, None
+        return version, {m.index: m.handle for m in self.router.members.values() if m.routable}
 
     async def _wait_consumers_idle(self, index: int) -> None:
         """Wait until no consumer can still route to worker ``index``: every consumer re-reads the

@@ -119,20 +119,30 @@ class WorkerRoutes:
         self._manager_name = manager
         self._namespace = namespace
         self.router: PoolRouter[Any] = PoolRouter(limit)
+        self._manager: Any = None
+        self._version = ""
         self._fetched_at = -math.inf
         self._refresh: asyncio.Task[None] | None = None
 
     def stale(self) -> None:
-        """Re-read the membership before the next call (a worker failed or vanished)."""
+        """Re-read the whole membership before the next call (a worker failed or vanished)."""
         self._fetched_at = -math.inf
+        self._version = ""
 
     async def _fetch(self) -> None:
+        if self._manager is None:
+            try:
+                self._manager = ray.get_actor(self._manager_name, namespace=self._namespace)
+            except ValueError as err:  # not created yet (or gone): retried in place
+                raise Unavailable(f"pool manager {self._manager_name!r} not found") from err
         try:
-            manager = ray.get_actor(self._manager_name, namespace=self._namespace)
-        except ValueError as err:  # not created yet (or gone): retried in place
-            raise Unavailable(f"pool manager {self._manager_name!r} not found") from err
-        members: dict[int, Any] = await manager.members.remote()
-        self.router.sync(members)
+            version, members = await self._manager.members.remote(self._version)
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+            self._manager = None  # look it up again: it may have been re-created
+            raise
+        if members is not None:
+            self.router.sync(members)
+        self._version = version
         self._fetched_at = time.monotonic()
 
     async def _membership(self) -> None:

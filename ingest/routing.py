@@ -45,6 +45,8 @@ class PoolRouter(Generic[H]):
         self._idle: dict[int, asyncio.Event] = {}
         self.handled = 0
         self.failed = 0
+        #: Bumped whenever the set of routable members may have changed (published memberships).
+        self.version = 0
 
     # ---------------------------------------------------------------- membership
 
@@ -53,6 +55,7 @@ class PoolRouter(Generic[H]):
             raise ValueError(f"member {index} exists")
         member = Member(index=index, handle=handle, ready=ready)
         self.members[index] = member
+        self.version += 1
         self._idle[index] = asyncio.Event()
         self._idle[index].set()
         self._serve_waiters()
@@ -62,9 +65,11 @@ class PoolRouter(Generic[H]):
         member = self.members.get(index)
         if member is not None:
             member.ready = True
+            self.version += 1
             self._serve_waiters()
 
     def remove(self, index: int) -> Member[H] | None:
+        self.version += 1
         self._idle.pop(index, None)
         return self.members.pop(index, None)
 
@@ -103,6 +108,7 @@ class PoolRouter(Generic[H]):
         chosen = (starting + ready)[:count]
         for member in chosen:
             member.draining = True
+        self.version += 1
         return chosen
 
     async def wait_idle(self, index: int) -> None:
