@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install up down status test lint
+.PHONY: install up down status test lint protos
 
 # (Re)install when pyproject.toml or the pins change; the stamp file records the last install.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -29,3 +29,7 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+# Regenerate the gRPC modules in serve_apps/grpc/v1 from its .proto files (needs grpcio-tools).
+protos: install
+	$(BIN)/python -m serve_apps.grpc.codegen

@@ -11,7 +11,7 @@ creates workflows, and measures
 
 Prints one JSON line per measure: ``{"name", "value", "unit", "params"}``; ratios to uvicorn last.
 
-    .venv/bin/python bench/api.py [--duration 10] [--concurrency 32] [--rate 200]
+    .venv/bin/python bench/api.py [--duration 10] [--warmup 3] [--concurrency 32] [--rate 200]
                                   [--modes uvicorn,serve,haproxy]
 """
 
@@ -42,6 +42,7 @@ from domain.config import Settings  # noqa: E402
 
 #: ``serve``: Serve's default proxy; ``haproxy``: RAY_SERVE_ENABLE_HA_PROXY=1; ``-fast``: plus
 #: RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (user code on the replica's main loop, gRPC between handles).
+#: ``haproxy-fast`` is what ``chronoverse up`` runs by default (ADR 0004).
 MODES = ("uvicorn", "serve", "serve-fast", "haproxy", "haproxy-fast")
 MAX_IN_FLIGHT = 128
 OPEN_LOOP_TIMEOUT_S = 10.0
@@ -229,9 +230,10 @@ def measure(mode: str, base_url: str, args: argparse.Namespace) -> None:
     }
     use_wrk = shutil.which("wrk") is not None
     for name, url in targets.items():
-        # Warm-up: caches, connection pools, JIT-less but lazy imports.
+        # Warm-up: caches, connection pools, lazy imports (and, with --warmup long enough, the
+        # Gateway autoscaler's reaction to the load, so a replica starting does not skew the measure).
         if use_wrk:
-            wrk(url, cookie, concurrency=args.concurrency, duration=3)
+            wrk(url, cookie, concurrency=args.concurrency, duration=args.warmup)
             result = wrk(url, cookie, concurrency=args.concurrency, duration=args.duration)
         else:
             result = asyncio.run(
@@ -295,12 +297,13 @@ def run_mode(mode: str, settings_file: str, args: argparse.Namespace) -> None:
 
     os.environ["RAY_AUTH_MODE"] = "disabled"
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    temp_dir = tempfile.mkdtemp(prefix="cvb-", dir="/tmp")
     if mode.startswith("haproxy"):
         from serve_apps.app import haproxy_ingress_env
 
         os.environ.update(
             haproxy_ingress_env(
-                work_dir=tempfile.mkdtemp(prefix="cv-haproxy-"),
+                work_dir=f"{temp_dir}/hap",  # removed with the Ray temp dir
                 stats_port=free_port(),
                 metrics_port=free_port(),
                 fallback_http_port=free_port(),
@@ -317,10 +320,15 @@ def run_mode(mode: str, settings_file: str, args: argparse.Namespace) -> None:
     from serve_apps.app import deploy_serve
 
     spec = load_cluster_spec(ROOT / "deploy" / "chronoverse.yaml")
+    if args.gateway_min_replicas is not None:
+        gateway = spec.serve.deployments["Gateway"]
+        scaling = gateway.autoscaling_config.model_copy(update={"min_replicas": args.gateway_min_replicas})
+        gateway = gateway.model_copy(update={"autoscaling_config": scaling})
+        deployments = {**spec.serve.deployments, "Gateway": gateway}
+        spec = spec.model_copy(update={"serve": spec.serve.model_copy(update={"deployments": deployments})})
     server = settings.server.model_copy(update={"host": "127.0.0.1", "port": port})
     grpc = settings.grpc.model_copy(update={"port": free_port()})
     settings = settings.model_copy(update={"server": server, "grpc": grpc})
-    temp_dir = tempfile.mkdtemp(prefix="cvb-", dir="/tmp")
     ray.init(
         address="local",
         num_cpus=4,
@@ -339,6 +347,7 @@ def run_mode(mode: str, settings_file: str, args: argparse.Namespace) -> None:
             float(sum(gateway.replica_states.values())),
             "replicas",
             mode=mode,
+            min_replicas=spec.serve.deployments["Gateway"].autoscaling_config.min_replicas,
         )
     finally:
         serve.shutdown()
@@ -377,10 +386,14 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measure")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load before each measure")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rate", type=float, default=200.0, help="offered req/s of the latency measure")
     parser.add_argument("--workflows", type=int, default=20)
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument(
+        "--gateway-min-replicas", type=int, help="override the cluster file's Gateway min_replicas"
+    )
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     parser.add_argument("--settings", help=argparse.SUPPRESS)
     parser.add_argument("--uvicorn-server", help=argparse.SUPPRESS)
@@ -414,12 +427,19 @@ def main() -> None:
                     str(settings_file),
                     "--duration",
                     str(args.duration),
+                    "--warmup",
+                    str(args.warmup),
                     "--concurrency",
                     str(args.concurrency),
                     "--rate",
                     str(args.rate),
                     "--workflows",
                     str(args.workflows),
+                    *(
+                        ["--gateway-min-replicas", str(args.gateway_min_replicas)]
+                        if args.gateway_min_replicas is not None
+                        else []
+                    ),
                 ],
                 capture_output=True,
                 text=True,

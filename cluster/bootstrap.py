@@ -137,7 +137,8 @@ def deploy(settings: Settings, spec: ClusterSpec, ray_address: str,
     progress("autoscaler: pool-autoscaler")
     start_pool_autoscaler(spec, settings.ray.namespace)
     if deploying:
-        wait_for_serve(app, progress=progress)
+        for name in (app, spec.serve.grpc_app_name):
+            wait_for_serve(name, progress=progress)
 
 
 def wait_for_serve(app_name: str, *, timeout_s: float = SERVE_READY_TIMEOUT_S,

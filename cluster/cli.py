@@ -190,7 +190,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4])
     down = [r.name.value for r in rows if not r.ok]
     if settings.ray.address:
-        down += _print_serve(settings, load_spec(settings).serve.app_name)
+        serve_spec = load_spec(settings).serve
+        for app_name in (serve_spec.app_name, serve_spec.grpc_app_name):
+            down += _print_serve(settings, app_name)
         down += _print_backbone(settings)
     print()
     print(f"API {_url(settings.server.host, settings.server.port)}  "

@@ -63,6 +63,10 @@ class ServerConfig(Section):
     same_site_mode: Literal["LAX", "STRICT", "NONE"] = "STRICT"
     login_rate_limit: PositiveInt = 10
     login_rate_window: GoDuration = timedelta(minutes=15)
+    # Ours: set when every request reaches the gateway through a proxy that appends the client's
+    # address to X-Forwarded-For (deploy/nginx).  Only then is the login limit per address applied
+    # to that header's last entry; otherwise the header is client-controlled and ignored.
+    trust_forwarded_for: bool = False
 
     @property
     def origins(self) -> list[str]:
@@ -315,6 +319,19 @@ class RayConfig(Section):
     max_worker_port: Port = 28999
     auth_mode: Literal["disabled", "token"] = "disabled"
     namespace: str = "chronoverse"
+    # How HTTP reaches the Gateway replicas on a single-node head (``chronoverse up``; ADR 0004):
+    # ``haproxy`` = Serve's HAProxy ingress (about 2-3x the requests/s of Serve's Python proxy on
+    # the API benchmark), ``proxy`` = Serve's default proxy.  ``up --elastic`` always uses ``proxy``
+    # (its fake nodes share one host, so per-node HAProxies would share these ports).
+    serve_ingress: Literal["haproxy", "proxy"] = "haproxy"
+    # RAY_SERVE_THROUGHPUT_OPTIMIZED with the HAProxy ingress (user code on the replica's main loop,
+    # gRPC between handles).
+    serve_throughput_optimized: bool = True
+    # The HAProxy ingress's own ports (Serve's defaults 8404/9101/8500/9500 are in common use).
+    haproxy_stats_port: Port = 28272
+    haproxy_metrics_port: Port = 28273
+    haproxy_fallback_http_port: Port = 28274
+    haproxy_fallback_grpc_port: Port = 28275
 
 
 class StackConfig(Section):

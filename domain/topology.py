@@ -148,6 +148,7 @@ SERVE_DEPLOYMENTS = (
     "JobsService",
     "NotificationsService",
     "AnalyticsService",
+    "GrpcGateway",
 )
 
 
@@ -157,6 +158,9 @@ def _default_deployments() -> dict[str, DeploymentSpec]:
 
 class ServeSpec(_Strict):
     app_name: str = "chronoverse"
+    # The second Serve application: the gRPC API (ingress GrpcGateway; clients send this name as
+    # the `application` metadata).
+    grpc_app_name: str = "chronoverse-grpc"
     route_prefix: str = "/"
     proxy_location: Literal["EveryNode", "HeadOnly", "Disabled"] = "EveryNode"
     deployments: dict[str, DeploymentSpec] = Field(default_factory=_default_deployments)

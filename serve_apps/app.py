@@ -23,6 +23,7 @@ from ray.serve.handle import DeploymentHandle
 from domain.config import Settings
 from domain.topology import ClusterSpec
 from serve_apps.deployments import (
+    HAPROXY_INGRESS_ENV,
     AnalyticsService,
     Gateway,
     JobsService,
@@ -30,6 +31,7 @@ from serve_apps.deployments import (
     UsersService,
     WorkflowsService,
 )
+from serve_apps.grpc.deployment import GRPC_ROUTE_PREFIX, GRPC_SERVICER_FUNCTIONS, build_grpc_app
 
 #: Our structured access log replaces Serve's per-request line (one line per request, not two).
 APP_LOGGING_CONFIG: dict[str, Any] = {"enable_access_log": False, "log_level": "INFO"}
@@ -79,8 +81,16 @@ def http_options(settings: Settings) -> dict[str, Any]:
 
 
 def grpc_options(settings: Settings) -> dict[str, Any]:
-    """Serve gRPC proxy options: an explicit port (Serve's default 9000 is ClickHouse's)."""
-    return {"port": settings.grpc.port, "grpc_servicer_functions": []}
+    """Serve gRPC options: an explicit port (Serve's default 9000 is ClickHouse's) and the servicers
+    of the gRPC API (ADR 0005).  ``GRPC_PORT`` is where clients connect with either ingress: Serve's
+    proxy listens there, or with the HAProxy ingress HAProxy does (the proxy then moves to
+    ``RAY_SERVE_FALLBACK_PROXY_GRPC_PORT``)."""
+    return {"port": settings.grpc.port, "grpc_servicer_functions": list(GRPC_SERVICER_FUNCTIONS)}
+
+
+#: Longest ``work_dir`` of :func:`haproxy_ingress_env`: HAProxy's 97-byte stats socket path limit
+#: minus ``/<node id>/admin.sock`` (1 + 56 + 11 bytes).
+HAPROXY_WORK_DIR_MAX = 97 - len("/") - 56 - len("/admin.sock")
 
 
 def haproxy_ingress_env(
@@ -97,12 +107,22 @@ def haproxy_ingress_env(
     ``work_dir`` (Serve's defaults are 0.0.0.0:8404/9101, 127.0.0.1:8500/9500 and /tmp/haproxy-serve).
 
     ``throughput_optimized`` also sets ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` (user code on the
-    replica's main loop, gRPC between handles).  Measured by ``bench/api.py``: about 3x the
-    default proxy for an authenticated ``GET /workflows/{id}``.  HAProxy adds no
-    ``X-Forwarded-For``, so per-address login limiting falls back to per-e-mail only.
+    replica's main loop, gRPC between handles).  Measured by ``bench/api.py`` (ADR 0004).  HAProxy
+    neither adds nor strips ``X-Forwarded-For``, so the gateway ignores that header unless
+    ``SERVER_TRUST_FORWARDED_FOR`` says a proxy in front sets it (login limiting is then per e-mail
+    only).
+
+    Serve puts each node's files in ``<work_dir>/<56-character node id>/`` and HAProxy refuses a
+    stats socket path over 97 bytes, so ``work_dir`` may have at most
+    :data:`HAPROXY_WORK_DIR_MAX` characters (``ValueError`` otherwise).
     """
+    if len(work_dir) > HAPROXY_WORK_DIR_MAX:
+        raise ValueError(
+            f"HAProxy work dir {work_dir!r} is longer than {HAPROXY_WORK_DIR_MAX} characters: its "
+            "per-node admin socket path would exceed HAProxy's 97-byte limit"
+        )
     env = {
-        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        HAPROXY_INGRESS_ENV: "1",
         "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port),
         "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(fallback_http_port),
@@ -111,6 +131,7 @@ def haproxy_ingress_env(
         "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{work_dir}/admin.sock",
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": work_dir,
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{work_dir}/server-state",
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": f"{work_dir}/metrics.sock",
     }
     if throughput_optimized:
         env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
@@ -136,7 +157,13 @@ def deploy_serve(settings: Settings, spec: ClusterSpec, *, blocking_wait: bool =
         route_prefix=spec.serve.route_prefix,
         logging_config=APP_LOGGING_CONFIG,
     )
-    handles = serve.run_many([target], wait_for_applications_running=blocking_wait)
+    grpc_target = serve.RunTarget(
+        target=build_grpc_app(settings, spec),
+        name=spec.serve.grpc_app_name,
+        route_prefix=GRPC_ROUTE_PREFIX,
+        logging_config=APP_LOGGING_CONFIG,
+    )
+    handles = serve.run_many([target, grpc_target], wait_for_applications_running=blocking_wait)
     return handles[0]
 
 
@@ -152,6 +179,11 @@ class ServeAppArgs(BaseModel):
 def app_builder(args: ServeAppArgs) -> Application:
     """Module-level builder for ``serve deploy`` / ``serve run`` (``import_path``)."""
     return build_app(args.settings, args.spec)
+
+
+def grpc_app_builder(args: ServeAppArgs) -> Application:
+    """Module-level builder of the gRPC application (``spec.serve.grpc_app_name``)."""
+    return build_grpc_app(args.settings, args.spec)
 
 
 def settings_document(settings: Settings, *, only_changes: bool = False) -> dict[str, Any]:
@@ -172,7 +204,15 @@ def render_serve_config(settings: Settings, spec: ClusterSpec) -> dict[str, Any]
     """The ``serve deploy`` config of this app (``deploy/serve.yaml``): explicit ports, the proxy
     location, and ``args`` carrying the settings that differ from the defaults (secrets included:
     keep a rendered production file private) and the cluster spec.  Deployment options are not
-    repeated: :func:`build_app` takes them from ``args.spec``, so there is no ``num_replicas``."""
+    repeated: :func:`build_app` takes them from ``args.spec``, so there is no ``num_replicas``.
+    The gRPC application (``spec.serve.grpc_app_name``) is deployed beside it with the same args."""
+
+    def args() -> dict[str, Any]:  # one copy per application: a shared dict would dump as a YAML alias
+        return {
+            "settings": settings_document(settings, only_changes=True),
+            "spec": spec.model_dump(mode="json", exclude_none=True),
+        }
+
     return {
         "proxy_location": spec.serve.proxy_location,
         "http_options": http_options(settings),
@@ -183,18 +223,22 @@ def render_serve_config(settings: Settings, spec: ClusterSpec) -> dict[str, Any]
                 "name": spec.serve.app_name,
                 "route_prefix": spec.serve.route_prefix,
                 "import_path": "serve_apps.app:app_builder",
-                "args": {
-                    "settings": settings_document(settings, only_changes=True),
-                    "spec": spec.model_dump(mode="json", exclude_none=True),
-                },
-            }
+                "args": args(),
+            },
+            {
+                "name": spec.serve.grpc_app_name,
+                "route_prefix": GRPC_ROUTE_PREFIX,
+                "import_path": "serve_apps.app:grpc_app_builder",
+                "args": args(),
+            },
         ],
     }
 
 
 SERVE_YAML_HEADER = """\
-# `serve deploy deploy/serve.yaml` config of the `chronoverse` Serve application (the same app as
-# `chronoverse up`), rendered by serve_apps.app.dump_serve_config(Settings(), <deploy/chronoverse.yaml>):
+# `serve deploy deploy/serve.yaml` config of the `chronoverse` Serve application and its gRPC API
+# `chronoverse-grpc` (the same apps as `chronoverse up`), rendered by
+# serve_apps.app.dump_serve_config(Settings(), <deploy/chronoverse.yaml>):
 #   * ports are explicit (HTTP SERVER_PORT, gRPC GRPC_PORT; Serve's defaults clash with ClickHouse);
 #   * deployment options (fractional CPUs, max_ongoing_requests, autoscaling_config) come from
 #     `args.spec` (= deploy/chronoverse.yaml) through serve_apps.app:app_builder -- no num_replicas;

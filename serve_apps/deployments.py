@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 
 from fastapi import FastAPI
 from ray import serve
@@ -29,6 +30,10 @@ from serve_apps.telemetry import setup_tracing
 from store.logstore.remote import log_store_client
 
 log = logging.getLogger(__name__)
+
+#: Set in the environment of every Ray process started with Serve's HAProxy ingress
+#: (:func:`serve_apps.app.haproxy_ingress_env`); replicas inherit it from their raylet.
+HAPROXY_INGRESS_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
 
 
 @serve.deployment(name="UsersService")
@@ -120,7 +125,8 @@ class AnalyticsService(_AnalyticsService):
 @serve.deployment(name="Gateway")
 @serve.ingress()
 class Gateway:
-    """The HTTP ingress: resolves the caller itself and makes one handle call per request.
+    """The HTTP ingress: resolves the caller itself, answers cache hits of the hot reads itself
+    (ADR 0004) and makes one handle call per other request.
 
     The FastAPI app is built per replica (late-bound ingress) so it closes over this replica's
     handles and clients instead of being pickled with the class.
@@ -136,9 +142,20 @@ class Gateway:
         analytics: DeploymentHandle,
     ) -> None:
         self._settings = settings
+        # One set of clients per replica: sessions, tokens, readiness and the cache-hit reads.
+        self._resources = gateway_resources(settings)
         self._services = Services.remote(
-            users=users, workflows=workflows, jobs=jobs, notifications=notifications, analytics=analytics
+            users=users,
+            workflows=workflows,
+            jobs=jobs,
+            notifications=notifications,
+            analytics=analytics,
+            cache_resources=self._resources,
         )
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return create_gateway_app(self._settings, self._services, gateway_resources(self._settings))
+        # Behind HAProxy the peer of every request is HAProxy itself (login rate limiting, ADR 0004).
+        behind_haproxy = os.environ.get(HAPROXY_INGRESS_ENV) == "1"
+        return create_gateway_app(
+            self._settings, self._services, self._resources, behind_proxy=behind_haproxy, under_serve=True
+        )

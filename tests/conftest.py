@@ -156,7 +156,10 @@ def stack() -> Iterator[StackHandle]:
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[Any]:
-    """A new local Ray cluster for e2e tests (4 logical CPUs, ``low``/``high`` resources).
+    """A new local Ray cluster for e2e tests (4 logical CPUs, ``low``/``high`` resources), with the
+    Serve ingress ``chronoverse up`` gives a single-node head (``CHRONOVERSE_RAY_SERVE_INGRESS``,
+    default Serve's HAProxy; its ports free, its files in the cluster's temp dir), so the e2e suite
+    tests what users run.
 
     Ports: ``address="local"`` starts the GCS on port 0, so the kernel picks a free port at bind time
     (nothing to collide with); other internal ports are likewise kernel-picked, except the dashboard
@@ -170,12 +173,39 @@ def ray_cluster() -> Iterator[Any]:
         os.environ.pop(var, None)
     import ray
 
+    from serve_apps.app import haproxy_ingress_env
+
     temp_dir = tempfile.mkdtemp(prefix="cvr-", dir="/tmp")  # short: unix socket paths live below it
-    context = ray.init(address="local", num_cpus=4, resources={"low": 16, "high": 4}, include_dashboard=False,
-                       namespace="chronoverse-test", logging_level=logging.ERROR, _temp_dir=temp_dir,
-                       # Actor output stays in the session's log files; forwarding every access-log
-                       # line to the test runner's console only floods CI output.
-                       log_to_driver=False)
+    ray_config = Settings().ray
+    ingress: dict[str, str] = {}
+    # The default, unless the run asks for the other ingress (CHRONOVERSE_RAY_SERVE_INGRESS=proxy).
+    if os.environ.get("CHRONOVERSE_RAY_SERVE_INGRESS", ray_config.serve_ingress) == "haproxy":
+        ingress = haproxy_ingress_env(
+            work_dir=f"{temp_dir}/hap",  # short: HAProxy's socket path limit
+            stats_port=free_port(),
+            metrics_port=free_port(),
+            fallback_http_port=free_port(),
+            fallback_grpc_port=free_port(),
+            throughput_optimized=ray_config.serve_throughput_optimized,
+        )
+    # As under `chronoverse up`, only the Ray processes get the ingress variables (Serve's controller
+    # and replicas inherit them from the raylet), not this driver: nor then the other clusters that
+    # tests start from it (their own heads decide their ingress).
+    saved = {var: os.environ.get(var) for var in ingress}
+    os.environ.update(ingress)
+    try:
+        context = ray.init(address="local", num_cpus=4, resources={"low": 16, "high": 4},
+                           include_dashboard=False, namespace="chronoverse-test", logging_level=logging.ERROR,
+                           _temp_dir=temp_dir,
+                           # Actor output stays in the session's log files; forwarding every
+                           # access-log line to the test runner's console only floods CI output.
+                           log_to_driver=False)
+    finally:
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
     try:
         yield context
     finally:

@@ -66,9 +66,22 @@ def temp_dir_for(state_dir: Path) -> Path:
     return Path(f"/tmp/cv-ray-{digest}")
 
 
-def _ports(settings: Settings) -> dict[str, int]:
+def uses_haproxy(settings: Settings, *, elastic: bool) -> bool:
+    """Whether the head starts Serve's HAProxy ingress (``CHRONOVERSE_RAY_SERVE_INGRESS``).  Never
+    on the fake multi-node provider: its nodes share this host, and the HAProxy of every node would
+    bind the same stats/metrics/fallback ports (one environment for all of them)."""
+    return settings.ray.serve_ingress == "haproxy" and not elastic
+
+
+def _ports(settings: Settings, *, elastic: bool = False) -> dict[str, int]:
     """Every port the head (and the Serve proxy deployed on it) binds, by its variable name."""
     ray = settings.ray
+    haproxy = {
+        "CHRONOVERSE_RAY_HAPROXY_STATS_PORT": ray.haproxy_stats_port,
+        "CHRONOVERSE_RAY_HAPROXY_METRICS_PORT": ray.haproxy_metrics_port,
+        "CHRONOVERSE_RAY_HAPROXY_FALLBACK_HTTP_PORT": ray.haproxy_fallback_http_port,
+        "CHRONOVERSE_RAY_HAPROXY_FALLBACK_GRPC_PORT": ray.haproxy_fallback_grpc_port,
+    } if uses_haproxy(settings, elastic=elastic) else {}
     return {
         "CHRONOVERSE_RAY_GCS_PORT": ray.gcs_port,
         "CHRONOVERSE_RAY_DASHBOARD_PORT": ray.dashboard_port,
@@ -81,7 +94,34 @@ def _ports(settings: Settings) -> dict[str, int]:
         "CHRONOVERSE_RAY_OBJECT_MANAGER_PORT": ray.object_manager_port,
         "SERVER_PORT": settings.server.port,
         "GRPC_PORT": settings.grpc.port,
+        **haproxy,
     }
+
+
+def serve_ingress_env(settings: Settings, temp_dir: Path, *, elastic: bool) -> dict[str, str]:
+    """The Serve ingress part of the head's environment: the HAProxy ingress's variables (files
+    under ``temp_dir``, so they go with the head) when :func:`uses_haproxy`, else nothing."""
+    if not uses_haproxy(settings, elastic=elastic):
+        return {}
+    from serve_apps.app import haproxy_ingress_env  # Ray Serve and FastAPI: only when needed
+
+    ray = settings.ray
+    return haproxy_ingress_env(
+        work_dir=str(temp_dir / "hap"),  # short: HAProxy's socket path limit (haproxy_ingress_env)
+        stats_port=ray.haproxy_stats_port,
+        metrics_port=ray.haproxy_metrics_port,
+        fallback_http_port=ray.haproxy_fallback_http_port,
+        fallback_grpc_port=ray.haproxy_fallback_grpc_port,
+        throughput_optimized=ray.serve_throughput_optimized,
+    )
+
+
+def _without_serve_ingress(env: dict[str, str]) -> dict[str, str]:
+    # A parent's ingress settings (a test process running its own HAProxy cluster) must not leak
+    # into this head: the settings alone decide.
+    inherited = ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_HAPROXY_",
+                 "RAY_SERVE_FALLBACK_PROXY_")
+    return {var: value for var, value in env.items() if not var.startswith(inherited)}
 
 
 def _is_ray_process(pid: int) -> bool:
@@ -154,7 +194,8 @@ class RayHead(Component):
         settings, local = ctx.settings, ctx.spec.local
         ray = settings.ray
         log = ctx.log_path(cls.name)
-        busy = [f"{port} ({var})" for var, port in _ports(settings).items() if not port_free(port, "0.0.0.0")]
+        ports = _ports(settings, elastic=ctx.elastic)
+        busy = [f"{port} ({var})" for var, port in ports.items() if not port_free(port, "0.0.0.0")]
         if busy:
             raise StackError(cls.name, f"port(s) already in use: {', '.join(busy)}; set those variables to "
                              "free ports")
@@ -182,7 +223,8 @@ class RayHead(Component):
             "--disable-usage-stats",
             "--log-style=record", "--log-color=false",
         ]
-        env = {**ctx.child_env, "RAY_AUTH_MODE": ray.auth_mode, "RAY_USAGE_STATS_ENABLED": "0"}
+        env = {**_without_serve_ingress(ctx.child_env), "RAY_AUTH_MODE": ray.auth_mode,
+               "RAY_USAGE_STATS_ENABLED": "0", **serve_ingress_env(settings, temp_dir, elastic=ctx.elastic)}
         env.pop("RAY_ADDRESS", None)
         data: dict[str, str] = {}
         if ctx.elastic:
@@ -221,7 +263,7 @@ class RayHead(Component):
             data={"sid": str(sid), "temp_dir": str(temp_dir), "session_logs": str(logs_link),
                   "dashboard_url": f"http://{ray.dashboard_host}:{ray.dashboard_port}", **data},
             env={"CHRONOVERSE_RAY_ADDRESS": address, "CHRONOVERSE_RAY_AUTH_MODE": ray.auth_mode,
-                 **{var: str(port) for var, port in _ports(settings).items()}},
+                 **{var: str(port) for var, port in ports.items()}},
         )
 
     @classmethod

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from domain.config import Settings
-from serve_apps.gateway.auth import Authenticator, CookiePolicy
+from serve_apps.gateway.auth import Authenticator, ClientAddressPolicy, CookiePolicy
 from serve_apps.gateway.clients import Services
 from serve_apps.gateway.dependencies import GatewayState
 from serve_apps.gateway.errors import install_error_handlers
@@ -55,10 +55,14 @@ def create_gateway_app(
     *,
     auth: Authenticator | None = None,
     also_close: Sequence[ServiceResources] = (),
+    behind_proxy: bool = False,
+    under_serve: bool = False,
 ) -> FastAPI:
     """Build the gateway.  ``resources`` (the gateway's own Redis client and small PostgreSQL pool)
     resolve sessions and tokens unless another ``auth`` is given; ``services`` are the five domain
-    services (handles or local).  On shutdown the app closes ``resources`` and ``also_close``."""
+    services (handles or local).  ``behind_proxy``: every peer is a proxy (Serve's HAProxy
+    ingress), never the client.  ``under_serve``: Serve's own middleware answers with the request id
+    (this app does otherwise).  On shutdown the app closes ``resources`` and ``also_close``."""
     setup_tracing("chronoverse-gateway")
 
     @asynccontextmanager
@@ -93,9 +97,12 @@ def create_gateway_app(
         auth=auth,
         cookies=CookiePolicy.from_config(settings.server),
         resources=resources,
+        client_addresses=ClientAddressPolicy(
+            trust_forwarded_for=settings.server.trust_forwarded_for, peer_is_proxy=behind_proxy
+        ),
     )
     install_error_handlers(app)
-    install_middleware(app, settings.server)
+    install_middleware(app, settings.server, echo_request_id=not under_serve)
     for router in ROUTERS:
         app.include_router(router)
     _document_400_not_422(app)

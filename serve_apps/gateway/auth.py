@@ -85,25 +85,39 @@ class Authenticator:
         await self.sessions.delete(principal.session_id)
 
 
-def client_address(request: Request) -> str | None:
-    """The caller's address for rate limiting, or ``None`` when it cannot be known.
+@dataclass(frozen=True, slots=True)
+class ClientAddressPolicy:
+    """Where the caller's address for login rate limiting comes from (ADR 0004).
 
-    A loopback peer is a proxy on the same host (``deploy/nginx``, or Serve's HAProxy ingress in
-    front of the replica): then the *last* ``X-Forwarded-For`` entry — the one that proxy appended —
-    is the client, and without that header the client is unknown (counting every client of the
-    proxy as one address would let anyone lock everybody out).  Other peers are the client.
+    * ``trust_forwarded_for`` (``SERVER_TRUST_FORWARDED_FOR``): every request comes through a proxy
+      that appends the client to ``X-Forwarded-For`` (``deploy/nginx``), so the header's *last*
+      entry — the one that proxy wrote — is the client; without the header it is unknown.
+    * otherwise the header is client-controlled and ignored.  Behind Serve's HAProxy ingress
+      (``peer_is_proxy``) the peer is HAProxy, which adds no ``X-Forwarded-For``, so the client is
+      unknown; behind Serve's default proxy (or plain uvicorn) the peer is the client, except a
+      loopback peer, which may be an unconfigured local proxy.
+
+    "Unknown" (``None``) means per-e-mail limiting only: counting every client of a proxy as one
+    address would let anyone lock everybody out, and trusting a spoofable header would let anyone
+    lock out any address (or escape the limit by rotating it).
     """
-    peer = request.client.host if request.client else None
-    if peer is None:
-        return None
-    try:
-        via_local_proxy = ipaddress.ip_address(peer).is_loopback
-    except ValueError:
-        via_local_proxy = False
-    if not via_local_proxy:
-        return peer
-    forwarded = request.headers.get("x-forwarded-for", "")
-    return forwarded.split(",")[-1].strip() or None
+
+    trust_forwarded_for: bool = False
+    peer_is_proxy: bool = False
+
+    def address(self, request: Request) -> str | None:
+        """The caller's address, or ``None`` when it cannot be known."""
+        if self.trust_forwarded_for:
+            forwarded = request.headers.get("x-forwarded-for", "")
+            return forwarded.split(",")[-1].strip() or None
+        if self.peer_is_proxy or request.client is None:
+            return None
+        peer = request.client.host
+        try:
+            local_peer = ipaddress.ip_address(peer).is_loopback
+        except ValueError:
+            local_peer = False
+        return None if local_peer else peer
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,13 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 
 from domain.config import Settings
 from domain.errors import Invalid, Unauthenticated
-from serve_apps.gateway.auth import SESSION_COOKIE, Authenticator, CookiePolicy, Principal
+from serve_apps.gateway.auth import (
+    SESSION_COOKIE,
+    Authenticator,
+    ClientAddressPolicy,
+    CookiePolicy,
+    Principal,
+)
 from serve_apps.gateway.clients import Services
 from serve_apps.resources import ServiceResources
 from serve_apps.services.context import CallContext
@@ -34,6 +40,7 @@ class GatewayState:
     auth: Authenticator
     cookies: CookiePolicy
     resources: ServiceResources
+    client_addresses: ClientAddressPolicy
 
 
 async def get_state(request: Request) -> GatewayState:

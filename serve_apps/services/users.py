@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from domain.durations import parse_duration
 from domain.errors import Invalid
-from domain.models import ApiToken
+from domain.models import ApiToken, User
 from domain.passwords import hash_password, normalize_email, validate_password, verify_password
 from serve_apps.resources import ServiceResources
 from serve_apps.schemas.auth import (
@@ -28,6 +28,7 @@ from serve_apps.schemas.users import UpdateUserRequest, UserProfile
 from serve_apps.services.context import CallContext, service_method
 from store import api_tokens as tokens_repo
 from store import users as users_repo
+from store.cache import Cache
 
 
 def _token_out(record: ApiToken) -> ApiTokenOut:
@@ -40,6 +41,25 @@ def _token_out(record: ApiToken) -> ApiTokenOut:
         expires_at=record.expires_at,
         revoked_at=record.revoked_at,
     )
+
+
+def user_profile(user: User) -> UserProfile:
+    """``GET /users``'s answer for a user (from the database or the cache)."""
+    return UserProfile(
+        email=user.email,
+        notification_preference=user.notification_preference,
+        created_at=user.created_at,
+        updated_at=user.updated_at,
+    )
+
+
+async def cached_user_profile(cache: Cache, ctx: CallContext) -> UserProfile | None:
+    """The caller's profile if the read-through cache holds a current ``user:<id>`` entry, else
+    ``None`` (then :meth:`UsersService.get_user` reads PostgreSQL and fills the cache).  The key is
+    the caller's own id and an entry is only current under the user's epoch, which
+    :meth:`UsersService.update_user` replaces before it returns."""
+    lookup = await cache.get_user(ctx.require_user())
+    return None if lookup.value is None else user_profile(lookup.value)
 
 
 class UsersService:
@@ -73,12 +93,7 @@ class UsersService:
         user = await users_repo.get(
             await self.resources.pool(), ctx.require_user(), cache=self.resources.cache()
         )
-        return UserProfile(
-            email=user.email,
-            notification_preference=user.notification_preference,
-            created_at=user.created_at,
-            updated_at=user.updated_at,
-        )
+        return user_profile(user)
 
     @service_method
     async def update_user(self, ctx: CallContext, req: UpdateUserRequest) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from domain.config import WorkflowsServiceConfig
+from domain.models import Page, Workflow
 from domain.workflow_spec import prepare_create, prepare_update
 from serve_apps.resources import ServiceResources
 from serve_apps.schemas.workflows import (
@@ -24,8 +25,40 @@ from serve_apps.schemas.workflows import (
 )
 from serve_apps.services.context import CallContext, service_method
 from store import workflows as workflows_repo
+from store.cache import Cache
 
 log = logging.getLogger(__name__)
+
+
+def workflow_detail(workflow: Workflow) -> WorkflowDetail:
+    """``GET /workflows/{id}``'s answer for a workflow (from the database or the cache)."""
+    return WorkflowDetail.from_record(workflow)
+
+
+def workflow_list(page: Page[Workflow]) -> WorkflowList:
+    """``GET /workflows``'s answer for a page of workflows (from the database or the cache)."""
+    return WorkflowList(workflows=[WorkflowItem.from_record(w) for w in page.items], cursor=page.cursor)
+
+
+async def cached_workflow(cache: Cache, ctx: CallContext, ref: WorkflowRef) -> WorkflowDetail | None:
+    """The caller's workflow if the read-through cache holds a current entry, else ``None``.
+
+    Safe to answer from anywhere that shares the service's Redis (the gateway does, to skip the
+    handle hop): the key carries the caller's id, so another user's workflow is never found, and
+    an entry is only current while the user's cache epoch is the one it was stored under (every
+    mutation replaces the epoch before it returns).  A miss or a Redis failure is ``None``: ask
+    :meth:`WorkflowsService.get_workflow`, which reads PostgreSQL and fills the cache.
+    """
+    lookup = await cache.get_workflow(ctx.require_user(), ref.workflow_id)
+    return None if lookup.value is None else workflow_detail(lookup.value)
+
+
+async def cached_workflow_list(
+    cache: Cache, ctx: CallContext, query: ListWorkflowsQuery
+) -> WorkflowList | None:
+    """A cached page of the caller's workflows (``None`` on a miss), as :func:`cached_workflow`."""
+    lookup = await cache.get_workflow_page(ctx.require_user(), query.cursor, query.filters)
+    return None if lookup.value is None else workflow_list(lookup.value)
 
 
 class WorkflowsService:
@@ -81,7 +114,7 @@ class WorkflowsService:
         workflow = await workflows_repo.get(
             await self.resources.pool(), ctx.require_user(), ref.workflow_id, cache=self.resources.cache()
         )
-        return WorkflowDetail.from_record(workflow)
+        return workflow_detail(workflow)
 
     @service_method
     async def list_workflows(self, ctx: CallContext, query: ListWorkflowsQuery) -> WorkflowList:
@@ -94,7 +127,7 @@ class WorkflowsService:
             page_size=self.config.service_config_fetch_limit,
             cache=self.resources.cache(),
         )
-        return WorkflowList(workflows=[WorkflowItem.from_record(w) for w in page.items], cursor=page.cursor)
+        return workflow_list(page)
 
     @service_method
     async def terminate_workflow(self, ctx: CallContext, ref: WorkflowRef) -> None:

@@ -6,8 +6,9 @@ the ``stack`` fixture's PostgreSQL and Redis, driven over real HTTP with httpx.
   down at the end.
 * ``api`` — helpers (:class:`Api`): register users, make clients, valid workflow bodies.
 * ``api_user`` / ``other_user`` — freshly registered users, each with its own cookie jar, CSRF
-  token and client address (``X-Forwarded-For``, trusted from loopback), so login rate limits
-  never leak between tests.
+  token and client address (``X-Forwarded-For``: the deployment trusts it, as behind
+  ``deploy/nginx``, because the tests play that proxy), so login rate limits never leak between
+  tests.
 * ``db`` — an asyncpg connection to the stack's database, to assert what the API wrote.
 """
 
@@ -45,7 +46,13 @@ class ApiTarget:
 
 def _e2e_settings(stack_settings: Settings) -> Settings:
     server = stack_settings.server.model_copy(
-        update={"host": "127.0.0.1", "port": free_port(), "allowed_origins": f"{ALLOWED_ORIGIN},"}
+        update={
+            "host": "127.0.0.1",
+            "port": free_port(),
+            "allowed_origins": f"{ALLOWED_ORIGIN},",
+            # The tests are the trusted proxy: each client says its own address (per-test limits).
+            "trust_forwarded_for": True,
+        }
     )
     grpc = GrpcConfig(host="127.0.0.1", port=free_port())
     return stack_settings.model_copy(update={"server": server, "grpc": grpc})

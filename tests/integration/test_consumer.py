@@ -8,9 +8,9 @@ import asyncio
 import contextlib
 import socket
 import time
-from datetime import timedelta
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 from uuid import uuid4
 

@@ -355,7 +355,8 @@ async def test_a_deleted_users_event_does_not_hold_back_the_rest_of_its_batch(
     user_id, workflow_id = await make_workflow(db)
     u, w = str(user_id), str(workflow_id)
     gone = AnalyticEvent.workflow_built(user_id=str(uuid7()), workflow_id=str(uuid7()), kind="HEARTBEAT")
-    records = [analytic(e) for e in (finished(u, w, 3, succeeded=True), gone, finished(u, w, 5, succeeded=True))]
+    events = (finished(u, w, 3, succeeded=True), gone, finished(u, w, 5, succeeded=True))
+    records = [analytic(e) for e in events]
     assert await analytics_processor.handle(records) == [True, False, True]
     counted = await row(db, user_id, workflow_id)
     assert (counted["jobs_count"], counted["total_job_execution_duration"]) == (2, 8)

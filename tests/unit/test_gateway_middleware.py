@@ -58,11 +58,11 @@ def access_log() -> Iterator[_Lines]:
         logger.removeHandler(handler)
 
 
-def _app(**server: object) -> TestClient:
+def _app(*, echo_request_id: bool = True, **server: object) -> TestClient:
     config = ServerConfig(allowed_origins=f"{ORIGIN},", request_body_limit=1024, **server)  # type: ignore[arg-type]
     app = FastAPI()
     install_error_handlers(app)
-    install_middleware(app, config)
+    install_middleware(app, config, echo_request_id=echo_request_id)
 
     @app.post("/echo")
     async def echo(request: Request) -> dict[str, int]:
@@ -109,6 +109,14 @@ def test_access_log_is_one_json_line_with_route_status_and_trace(
     span = next(s for s in spans.get_finished_spans() if s.name == "GET /items/{item_id}")
     assert span.kind == trace.SpanKind.SERVER
     assert span.attributes is not None and span.attributes["http.response.status_code"] == 200
+
+
+def test_the_request_id_is_echoed_once_and_left_to_serve_under_serve(access_log: _Lines) -> None:
+    own = _app().get("/items/1", headers={"X-Request-ID": "req-1"})
+    assert own.headers.get_list("X-Request-ID") == ["req-1"]
+    under_serve = _app(echo_request_id=False).get("/items/1", headers={"X-Request-ID": "req-2"})
+    assert "X-Request-ID" not in under_serve.headers  # Serve's RequestIdMiddleware adds it
+    assert [r["request_id"] for r in access_log.records] == ["req-1", "req-2"]
 
 
 def test_without_traceparent_each_request_starts_a_new_trace(access_log: _Lines) -> None:

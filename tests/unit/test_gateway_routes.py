@@ -19,7 +19,7 @@ from domain.errors import NotFound, PermissionDenied, RateLimited, Unauthenticat
 from domain.ids import uuid7
 from domain.models import Session
 from serve_apps.gateway.app import create_gateway_app
-from serve_apps.gateway.auth import Authenticator, CookiePolicy, Principal, client_address
+from serve_apps.gateway.auth import Authenticator, ClientAddressPolicy, CookiePolicy, Principal
 from serve_apps.gateway.clients import Services
 from serve_apps.resources import ServiceResources
 from serve_apps.schemas.auth import UserIdentity
@@ -144,7 +144,9 @@ def _job(status: JobStatus) -> JobOut:
 
 
 class Harness:
-    def __init__(self, job_status: JobStatus = JobStatus.PENDING) -> None:
+    def __init__(
+        self, job_status: JobStatus = JobStatus.PENDING, *, trust_forwarded_for: bool = False
+    ) -> None:
         self.calls: list[tuple[str, CallContext, tuple[Any, ...]]] = []
         self.auth = MemoryAuth()
         responses: dict[str, Any] = {
@@ -166,7 +168,8 @@ class Harness:
         }
         recorder = Recorder(self.calls, responses)
         services = Services(*(cast(Any, recorder) for _ in range(5)))
-        settings = Settings(server=ServerConfig(csrf_hmac_secret=SECRET))  # type: ignore[arg-type]
+        server = ServerConfig(csrf_hmac_secret=SECRET, trust_forwarded_for=trust_forwarded_for)  # type: ignore[arg-type]
+        settings = Settings(server=server)
         app = create_gateway_app(settings, services, ServiceResources(settings, name="unit"), auth=self.auth)
         self.client = TestClient(app, client=("127.0.0.1", 50000))
 
@@ -208,7 +211,7 @@ def test_credentials_are_validated_before_any_call(password: str) -> None:
 
 
 def test_login_is_refused_with_429_before_checking_the_password() -> None:
-    h = Harness()
+    h = Harness(trust_forwarded_for=True)
     h.auth.refuse_logins = True
     response = h.client.post(
         "/auth/login",
@@ -218,6 +221,17 @@ def test_login_is_refused_with_429_before_checking_the_password() -> None:
     assert response.status_code == 429 and response.headers["Retry-After"] == "42"
     assert h.calls == []
     assert h.auth.login_checks == [("a@b.co", "203.0.113.9")]
+
+
+def test_login_ignores_a_client_supplied_forwarded_for_by_default() -> None:
+    h = Harness()
+    response = h.client.post(
+        "/auth/login",
+        json={"email": "a@b.co", "password": "password123"},
+        headers={"X-Forwarded-For": "203.0.113.9"},
+    )
+    assert response.status_code == 201
+    assert h.auth.login_checks == [("a@b.co", None)]  # loopback peer, untrusted header: per e-mail only
 
 
 def test_authenticated_read_makes_one_call_with_the_caller_and_the_trace() -> None:
@@ -388,11 +402,27 @@ def _request(peer: str, forwarded: str | None) -> Request:
     return Request({"type": "http", "client": (peer, 5000), "headers": headers})
 
 
-def test_client_address_trusts_forwarded_for_only_from_loopback() -> None:
-    assert client_address(_request("127.0.0.1", "198.51.100.1, 203.0.113.7")) == "203.0.113.7"
-    assert client_address(_request("203.0.113.50", "198.51.100.1")) == "203.0.113.50"
-    assert client_address(_request("10.0.0.2", None)) == "10.0.0.2"
-    assert client_address(_request("127.0.0.1", None)) is None  # a local proxy that did not say
+def test_client_address_is_the_peer_and_ignores_forwarded_for_by_default() -> None:
+    policy = ClientAddressPolicy()
+    assert policy.address(_request("203.0.113.50", "198.51.100.1")) == "203.0.113.50"
+    assert policy.address(_request("10.0.0.2", None)) == "10.0.0.2"
+    # A loopback peer may be a local proxy: unknown, whatever the (spoofable) header says.
+    assert policy.address(_request("127.0.0.1", "198.51.100.1, 203.0.113.7")) is None
+    assert policy.address(_request("::1", None)) is None
+
+
+def test_client_address_behind_haproxy_is_unknown_unless_a_proxy_is_trusted() -> None:
+    haproxy = ClientAddressPolicy(peer_is_proxy=True)
+    assert haproxy.address(_request("10.0.0.2", "198.51.100.1")) is None
+    assert haproxy.address(_request("127.0.0.1", None)) is None
+
+
+def test_client_address_with_a_trusted_proxy_is_the_last_forwarded_entry() -> None:
+    trusted = ClientAddressPolicy(trust_forwarded_for=True, peer_is_proxy=True)
+    # The client may prepend anything; the trusted proxy appends the address it saw.
+    assert trusted.address(_request("127.0.0.1", "198.51.100.1, 203.0.113.7")) == "203.0.113.7"
+    assert trusted.address(_request("10.0.0.2", "203.0.113.8")) == "203.0.113.8"
+    assert trusted.address(_request("127.0.0.1", None)) is None  # the proxy did not say
 
 
 def test_cookie_policy_follows_the_host_url_and_same_site_mode() -> None:

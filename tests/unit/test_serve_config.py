@@ -49,8 +49,10 @@ def test_serve_yaml_is_valid_for_serve_deploy_and_has_explicit_ports() -> None:
     schema = ServeDeploySchema.model_validate(doc)
     assert schema.http_options.port == Settings().server.port
     assert doc["grpc_options"]["port"] == Settings().grpc.port != 9000
-    (app,) = schema.applications
+    app, grpc_app = schema.applications
     assert app.import_path == "serve_apps.app:app_builder"
+    assert grpc_app.name == SPEC.serve.grpc_app_name
+    assert grpc_app.import_path == "serve_apps.app:grpc_app_builder"
     assert "num_replicas" not in yaml.safe_dump(doc)
     args = ServeAppArgs.model_validate(app.args)
     assert args.spec == SPEC

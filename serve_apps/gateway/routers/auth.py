@@ -6,7 +6,6 @@ from uuid import UUID
 
 from fastapi import APIRouter, Request, Response, status
 
-from serve_apps.gateway.auth import client_address
 from serve_apps.gateway.dependencies import (
     AnonymousCaller,
     Caller,
@@ -63,7 +62,7 @@ async def login(
 ) -> SessionResponse:
     """404 for an unknown e-mail, 400 for a wrong password; attempts are limited per e-mail and per
     client address (429 with ``Retry-After``)."""
-    address = client_address(request)
+    address = state.client_addresses.address(request)
     await state.auth.check_login_allowed(creds.email, address)
     identity = await state.services.users.login(ctx, creds)
     await state.auth.login_succeeded(creds.email, address)
