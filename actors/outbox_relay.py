@@ -9,7 +9,8 @@ or DEAD at ``max_attempts``.  DEAD rows do not block later rows of their key, ar
 re-queued by ``chronoverse outbox redrive``.
 
 A loop claims again at once after a non-empty batch (the next row of each key became eligible) and
-otherwise sleeps until a ``chronoverse_outbox`` notification names its topic, with
+otherwise sleeps until a ``chronoverse_outbox`` notification names its topic (then waits
+``NOTIFY_COALESCE_S`` for the rest of its burst), with
 ``poll_interval`` as the safety net (FAILED rows come due by time, not by notification).  A cleanup
 loop deletes PUBLISHED rows older than ``published_retention``.  Several replicas are safe: claims
 use ``FOR UPDATE SKIP LOCKED`` and settle only rows still held by their own claim token.
@@ -38,6 +39,10 @@ from store.listener import ChannelListener
 from store.postgres import create_pool
 
 log = logging.getLogger(__name__)
+
+#: After a notification, how long to let its burst arrive before claiming: under load one claim,
+#: one Kafka batch and one PUBLISHED update then cover several rows instead of one each.
+NOTIFY_COALESCE_S = 0.01
 
 OUTBOX_CHANNEL = "chronoverse_outbox"
 Settled = Literal["failed", "dead", "lost"]
@@ -227,6 +232,7 @@ class OutboxRelay:
                 log.exception("%s: relaying %s failed", self.name, topic)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), self._cap())
+                await asyncio.sleep(NOTIFY_COALESCE_S)  # woken, not timed out
 
     async def _cleanup_loop(self) -> None:
         while True:

@@ -3,7 +3,9 @@
 Event-driven, not polling: after each pass it asks the database for the next moment it has work
 (the earliest due head job of a dispatchable workflow, or the moment a QUEUED job goes stale) and
 sleeps until then — or until a ``chronoverse_jobs`` notification (a job inserted, made PENDING,
-rescheduled, or a job leaving QUEUED/RUNNING, which may unblock its workflow) wakes it.
+rescheduled, or a job leaving QUEUED/RUNNING, which may unblock its workflow) wakes it, after
+``NOTIFY_COALESCE_S`` for the rest of its burst.  Stale QUEUED jobs are looked for at most every
+``STALE_CHECK_INTERVAL_S``.
 ``poll_interval`` only caps the sleep as a safety net; while the LISTEN connection is down the cap
 drops to one second.
 
@@ -37,6 +39,12 @@ SCHEDULER_COMPONENT = "scheduler"
 DEGRADED_POLL_S = 1.0
 #: Backoff when something is due but nothing could be dispatched (another replica holds the rows).
 CONTENDED_BACKOFF_S = (0.02, 0.5)
+#: Stale QUEUED jobs are looked for at most this often: a pass per notification (one per job under
+#: load) need not repeat a check whose deadline is ``redispatch_timeout`` away.
+STALE_CHECK_INTERVAL_S = 1.0
+#: After a notification, how long to let its burst arrive before the pass: under load one pass then
+#: queues several jobs (one transaction) instead of one each.
+NOTIFY_COALESCE_S = 0.01
 
 
 class PassResult(BaseModel):
@@ -93,6 +101,7 @@ class Scheduler:
         self._redispatched = 0
         self._errors = 0
         self._next_wake: float | None = None
+        self._stale_checked_at = -STALE_CHECK_INTERVAL_S
 
     def _on_notify(self, _channel: str, _payload: str | None) -> None:
         # Every notification triggers a pass: it is cheap, and a change the payload cannot describe
@@ -104,8 +113,9 @@ class Scheduler:
         """Run a pass now (tests and operators)."""
         self._wake.set()
 
-    async def run_pass(self) -> PassResult:
-        """Dispatch everything due (in batches) and re-dispatch stale QUEUED jobs."""
+    async def run_pass(self, *, check_stale: bool = True) -> PassResult:
+        """Dispatch everything due (in batches) and, with ``check_stale``, re-dispatch stale QUEUED
+        jobs."""
         dispatched = redispatched = 0
         latencies: list[float] = []
         # The timeout bounds each statement batch, not the pass: a large backlog after downtime
@@ -121,7 +131,7 @@ class Scheduler:
             dispatched += len(jobs)
             if len(jobs) < self.cfg.batch_size:
                 break
-        while True:
+        while check_stale:
             async with asyncio.timeout(budget):
                 stale = await scheduling.redispatch_stale(
                     self.pool, batch_size=self.cfg.batch_size, stale_after=self.cfg.redispatch_timeout
@@ -154,12 +164,19 @@ class Scheduler:
                 self._wake.clear()
                 delay: float | None
                 try:
-                    result = await self.run_pass()
+                    now = asyncio.get_running_loop().time()
+                    check_stale = now - self._stale_checked_at >= STALE_CHECK_INTERVAL_S
+                    if check_stale:
+                        self._stale_checked_at = now
+                    result = await self.run_pass(check_stale=check_stale)
                     wake = await scheduling.next_wake(
                         self.pool, redispatch_timeout=self.cfg.redispatch_timeout
                     )
                     delay = wake.delay()
-                    if delay == 0.0 and result.dispatched == 0 and result.redispatched == 0:
+                    if delay == 0.0 and result.dispatched == 0 and not check_stale:
+                        # Due is a stale QUEUED job whose check waits for its interval.
+                        delay = self._stale_checked_at + STALE_CHECK_INTERVAL_S - now
+                    elif delay == 0.0 and result.dispatched == 0 and result.redispatched == 0:
                         # Due work we could not take: rows locked by another replica. Back off a little.
                         contended += 1
                         low, high = CONTENDED_BACKOFF_S
@@ -176,6 +193,7 @@ class Scheduler:
                 if delay > 0:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), delay)
+                        await asyncio.sleep(NOTIFY_COALESCE_S)  # woken, not timed out
         finally:
             if listener_task is not None:
                 listener_task.cancel()
