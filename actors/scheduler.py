@@ -174,8 +174,9 @@ class Scheduler:
                     )
                     delay = wake.delay()
                     if delay == 0.0 and result.dispatched == 0 and not check_stale:
-                        # Due is a stale QUEUED job whose check waits for its interval.
-                        delay = self._stale_checked_at + STALE_CHECK_INTERVAL_S - now
+                        # Something is due that this pass did not take: a job that came due since,
+                        # or a stale QUEUED job whose check was skipped.  Run a full pass now.
+                        self._stale_checked_at = -STALE_CHECK_INTERVAL_S
                     elif delay == 0.0 and result.dispatched == 0 and result.redispatched == 0:
                         # Due work we could not take: rows locked by another replica. Back off a little.
                         contended += 1

@@ -146,11 +146,30 @@ class WorkerRoutes:
         self._fetched_at = time.monotonic()
 
     async def _membership(self) -> None:
-        if time.monotonic() - self._fetched_at < MEMBERSHIP_TTL_S:
-            return
+        """A current enough membership.  Only the first one (and one after :meth:`stale`) is waited
+        for; an aged one is refreshed in the background, because the manager may take a while to
+        answer on a busy machine (measured: up to 0.5 s) and calls must not wait on it.  A call
+        routed meanwhile to a worker that has just left fails over (retried in place, then
+        re-read)."""
         if self._refresh is None or self._refresh.done():  # one fetch for every waiting caller
+            if self._version and time.monotonic() - self._fetched_at < MEMBERSHIP_TTL_S:
+                return
             self._refresh = asyncio.get_running_loop().create_task(self._fetch())
-        await asyncio.shield(self._refresh)
+            self._refresh.add_done_callback(self._refreshed)
+        if not self._version:
+            await asyncio.shield(self._refresh)
+
+    async def warm_up(self) -> None:
+        """Read the membership now (at consumer start), so the first records do not wait for it:
+        the first read resolves the manager and every worker handle (measured 0.25 to 0.5 s)."""
+        try:
+            await self._fetch()
+        except Exception as err:  # the first call reads it again (and retries in place)
+            log.warning("pool %s: no membership yet: %s", self._manager_name, err)
+
+    def _refreshed(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("pool %s: reading its membership failed: %s", self._manager_name, task.exception())
 
     async def call(self, method: str, payload: Any) -> Any:
         """``worker.<method>.remote(payload)`` on the least loaded worker with a free slot."""
@@ -284,6 +303,8 @@ class ConsumerActor:
     async def _start(self) -> None:
         backoff = RetryBackoff()
         attempt = 0
+        if self._routes is not None:
+            await self._routes.warm_up()
         while not self._stopped:
             try:
                 await self._consumer.start()
