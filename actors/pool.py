@@ -172,10 +172,12 @@ class PoolManager:
         return version, {m.index: m.handle for m in self.router.members.values() if m.routable}
 
     async def _wait_consumers_idle(self, index: int) -> None:
-        """Wait until no consumer can still route to worker ``index``: every consumer re-reads the
-        membership before its next call once ``MEMBERSHIP_TTL_S`` has passed, and the calls it
-        already has in flight to the worker finish (bounded by the shutdown grace)."""
-        await asyncio.sleep(MEMBERSHIP_TTL_S + 0.2)
+        """Wait until no consumer is likely to still route to worker ``index``: every consumer
+        refreshes the membership in the background every ``MEMBERSHIP_TTL_S`` (allow two rounds and
+        a slow answer), and the calls it already has in flight to the worker finish (bounded by the
+        shutdown grace).  A call that still reaches the stopped worker fails over: the consumer
+        retries it in place and re-reads the membership."""
+        await asyncio.sleep(2 * MEMBERSHIP_TTL_S + 0.5)
         deadline = asyncio.get_running_loop().time() + SHUTDOWN_GRACE_S
         while asyncio.get_running_loop().time() < deadline:
             await self._refresh_consumers()

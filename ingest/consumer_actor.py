@@ -107,7 +107,8 @@ class WorkerRoutes:
 
     The pool manager stays the owner of its workers (creates, resizes, drains them) and publishes
     who may be called (``members()``: index → handle of every routable worker); this consumer
-    re-reads that at most every :data:`MEMBERSHIP_TTL_S` (and at once after a worker error), then
+    reads it at start, refreshes it in the background every :data:`MEMBERSHIP_TTL_S` (and re-reads
+    it before the next call after a worker error), then
     picks the least loaded worker itself with at most ``limit`` calls in flight per worker — a
     full pool makes the call wait (backpressure).  One Ray call per batch instead of two
     (consumer → manager → worker); the manager learns the load from :meth:`stats`.  A worker
