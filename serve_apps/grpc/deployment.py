@@ -52,6 +52,7 @@ GRPC_ROUTE_PREFIX = "/_grpc"
 #: Token lookups are one indexed read per call: a small pool is plenty.
 GRPC_POOL_MAX = 4
 
+
 def remote_services(app_name: str, resources: ServiceResources) -> Services:
     """Clients of the five domain deployments of the Serve application ``app_name`` (the names
     :func:`serve_apps.app.build_app` gives them); cache hits of the hot reads are answered with
