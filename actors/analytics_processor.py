@@ -25,6 +25,7 @@ from uuid import UUID
 
 import asyncpg
 
+from actors.lifecycle import Startup
 from domain.config import AnalyticsProcessorConfig, Settings
 from domain.enums import AnalyticsEventType, WorkflowKind
 from domain.errors import Invalid, NotFound
@@ -149,7 +150,7 @@ class AnalyticsProcessorActor:
         self.name = name
         self.processor: AnalyticsProcessor | None = None
         self._db: Any = None
-        self._started = asyncio.get_event_loop().create_task(self._start())
+        self._startup = Startup(self._start)
 
     async def _start(self) -> None:
         self._db = await create_pool(self.settings.postgres, min_size=1, max_size=4,
@@ -158,10 +159,7 @@ class AnalyticsProcessorActor:
         self.processor.start()
 
     async def _ready_processor(self) -> AnalyticsProcessor:
-        # A start that failed (PostgreSQL down) is retried by the next call.
-        if self._started.done() and not self._started.cancelled() and self._started.exception():
-            self._started = asyncio.get_running_loop().create_task(self._start())
-        await self._started
+        await self._startup.wait()  # a start that failed (PostgreSQL down) is retried here
         assert self.processor is not None
         return self.processor
 
@@ -173,8 +171,7 @@ class AnalyticsProcessorActor:
         return await (await self._ready_processor()).handle(records)
 
     async def shutdown(self) -> None:
-        with contextlib.suppress(Exception):
-            await self._started
+        await self._startup.settle()
         if self.processor is not None:
             await self.processor.close()
         if self._db is not None:

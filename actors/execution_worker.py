@@ -51,6 +51,7 @@ from uuid import UUID
 import asyncpg
 from pydantic import BaseModel, ConfigDict
 
+from actors.lifecycle import Startup
 from actors.log_publisher import JobLogWriter, LogPublisher
 from actors.metrics import METRICS, report_db_pool
 from actors.runners.container import ContainerRunner, RuntimeUnavailable
@@ -592,7 +593,7 @@ class ExecutionWorkerActor:
         self.name = name
         self.worker: ExecutionWorker | None = None
         self._closers: list[Callable[[], Awaitable[None]]] = []
-        self._started = asyncio.get_event_loop().create_task(self._start())
+        self._startup = Startup(self._start)
 
     async def _start(self) -> None:
         s = self.settings
@@ -627,9 +628,7 @@ class ExecutionWorkerActor:
         self.worker.start()
 
     async def _ready_worker(self) -> ExecutionWorker:
-        if self._started.done() and not self._started.cancelled() and self._started.exception():
-            self._started = asyncio.get_running_loop().create_task(self._start())
-        await self._started
+        await self._startup.wait()
         assert self.worker is not None
         return self.worker
 
@@ -645,8 +644,7 @@ class ExecutionWorkerActor:
 
     async def shutdown(self) -> None:
         """Drain: finish running jobs for a few seconds, hand back the rest, close connections."""
-        with contextlib.suppress(Exception):
-            await self._started
+        await self._startup.settle()
         if self.worker is not None:
             await self.worker.drain(SHUTDOWN_DRAIN_S)
             await self.worker.logs.stop()

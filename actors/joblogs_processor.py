@@ -32,6 +32,7 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
 
+from actors.lifecycle import Startup
 from domain.config import Settings
 from domain.errors import ChronoverseError, NotFound, Unavailable
 from domain.log_lines import LiveLogMessage, LogLine, live_channel
@@ -203,7 +204,7 @@ class JoblogsProcessorActor:
         self.name = name
         self.processor: JoblogsProcessor | None = None
         self._resources: list[Any] = []
-        self._started = asyncio.get_event_loop().create_task(self._start())
+        self._startup = Startup(self._start)
 
     async def _start(self) -> None:
         from store.logstore.remote import log_store_client
@@ -216,10 +217,7 @@ class JoblogsProcessorActor:
         self.processor = JoblogsProcessor(db=db, store=store, redis=redis)
 
     async def _ready_processor(self) -> JoblogsProcessor:
-        # A start that failed (PostgreSQL down) is retried by the next call.
-        if self._started.done() and not self._started.cancelled() and self._started.exception():
-            self._started = asyncio.get_running_loop().create_task(self._start())
-        await self._started
+        await self._startup.wait()  # a start that failed (PostgreSQL down) is retried here
         assert self.processor is not None
         return self.processor
 

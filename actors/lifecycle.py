@@ -25,3 +25,8 @@ class Startup:
         if task.done() and not task.cancelled() and task.exception() is not None:
             self._task = task = asyncio.get_running_loop().create_task(self._start())
         await asyncio.shield(task)
+
+    async def settle(self) -> None:
+        """Wait for the start in progress to end, however it ends, without starting it again
+        (shutdown: close whatever it opened)."""
+        await asyncio.wait([self._task])
