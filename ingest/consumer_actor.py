@@ -178,6 +178,10 @@ class WorkerRoutes:
             await self._membership()
             if not any(member.routable for member in self.router.members.values()):
                 raise Unavailable(f"pool {self._manager_name!r} has no ready worker")
+            free = self.router.try_acquire()  # the usual case: no waiting, no wait_for task
+            if free is not None:
+                member = free
+                break
             try:
                 # Bounded so a caller never waits on a membership that has gone stale.
                 member = await asyncio.wait_for(self.router.acquire(), MEMBERSHIP_TTL_S)
