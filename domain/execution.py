@@ -174,6 +174,10 @@ def format_bytes(size: int) -> str:
     raise AssertionError("unreachable")
 
 
+SIGKILL_EXIT_CODE = 128 + 9
+"""A container's exit code when its process was killed by SIGKILL (the OOM killer's signal)."""
+
+
 def container_exit_outcome(exit_code: int, *, oom_killed: bool = False,
                            memory_limit_bytes: int | None = None) -> RunOutcome:
     """Outcome of a container that exited: 0 completes; the OOM killer and other non-zero codes
@@ -186,8 +190,13 @@ def container_exit_outcome(exit_code: int, *, oom_killed: bool = False,
         )
     if exit_code == 0:
         return RunOutcome.success()
-    return RunOutcome.failed(ExecutionErrorCode.CONTAINER_EXIT_NONZERO,
-                             f"container exited with non-zero code: {exit_code}")
+    message = f"container exited with non-zero code: {exit_code}"
+    if exit_code == SIGKILL_EXIT_CODE and memory_limit_bytes:
+        # Docker learns of an OOM kill from a separate event that can come after the exit (and
+        # never, if the engine missed it); a SIGKILL we did not send most often is the OOM killer.
+        message += (f" (killed by SIGKILL; it may have exceeded its memory limit of "
+                    f"{format_bytes(memory_limit_bytes)})")
+    return RunOutcome.failed(ExecutionErrorCode.CONTAINER_EXIT_NONZERO, message)
 
 
 def container_timeout_outcome(timeout: timedelta) -> RunOutcome:

@@ -47,6 +47,7 @@ from domain.config import DockerConfig, ExecutionWorkerConfig
 from domain.enums import ExecutionErrorCode, LogStream
 from domain.execution import (
     CONTAINER_STOP_GRACE,
+    SIGKILL_EXIT_CODE,
     ContainerState,
     RunOutcome,
     container_exit_outcome,
@@ -62,6 +63,10 @@ LABEL_ATTEMPT = "chronoverse.attempt"
 LOG_DRAIN_TIMEOUT_S = 10.0
 #: Lines buffered between the reader threads and the event loop (backpressure beyond it).
 LINE_QUEUE_SIZE = 1024
+#: How long a SIGKILLed container's ``OOMKilled`` flag gets to appear: dockerd sets it from the
+#: runtime's OOM event, which can arrive after the exit event that ended ``wait()``.
+OOM_FLAG_GRACE_S = 2.0
+OOM_FLAG_POLL_S = 0.1
 
 _EPOCH = datetime(1970, 1, 1)
 _UNREACHABLE = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
@@ -248,9 +253,10 @@ class ContainerRunner:
                 await asyncio.wait_for(asyncio.shield(pump), LOG_DRAIN_TIMEOUT_S)
             if timed_out:
                 return container_timeout_outcome(payload.timeout)
-            await asyncio.to_thread(container.reload)
-            state = container.attrs.get("State", {})
+            state = await self._final_state(container)
             exit_code = int(result.get("StatusCode", state.get("ExitCode", -1)))
+            if exit_code == SIGKILL_EXIT_CODE and not state.get("OOMKilled"):
+                state = await self._final_state(container, wait_for_oom=OOM_FLAG_GRACE_S)
             return container_exit_outcome(exit_code, oom_killed=bool(state.get("OOMKilled")),
                                           memory_limit_bytes=self._memory_bytes)
         except _UNREACHABLE as err:
@@ -266,6 +272,18 @@ class ContainerRunner:
                 pump.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await pump
+
+    @staticmethod
+    async def _final_state(container: Any, *, wait_for_oom: float = 0.0) -> dict[str, Any]:
+        """The exited container's ``State``; with ``wait_for_oom``, re-read it until ``OOMKilled``
+        is set or that many seconds passed."""
+        deadline = time.monotonic() + wait_for_oom
+        while True:
+            await asyncio.to_thread(container.reload)
+            state: dict[str, Any] = container.attrs.get("State", {})
+            if state.get("OOMKilled") or time.monotonic() >= deadline:
+                return state
+            await asyncio.sleep(OOM_FLAG_POLL_S)
 
     @staticmethod
     async def _pump(follower: _LogFollower, logs: LogSink, counter: SequenceCounter) -> None:

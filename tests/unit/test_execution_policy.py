@@ -119,6 +119,19 @@ def test_oom_kill_is_a_user_failure_naming_the_limit() -> None:
     assert "out of memory (limit 64 MiB)" in outcome.failure.message
 
 
+def test_a_sigkill_without_the_oom_flag_names_the_memory_limit_as_the_likely_cause() -> None:
+    outcome = container_exit_outcome(137, memory_limit_bytes=16 * 1024**2)
+    assert outcome.failure is not None
+    assert outcome.failure.code is ExecutionErrorCode.CONTAINER_EXIT_NONZERO
+    assert outcome.failure.message == (
+        "container exited with non-zero code: 137 (killed by SIGKILL; it may have exceeded its "
+        "memory limit of 16 MiB)")
+    # Without a limit, or with another code, there is nothing to suggest.
+    for code, limit in ((137, None), (1, 16 * 1024**2)):
+        other = container_exit_outcome(code, memory_limit_bytes=limit)
+        assert other.failure is not None and "memory" not in other.failure.message
+
+
 def test_recovery_without_a_container_is_a_system_failure() -> None:
     outcome = recovered_outcome(None, had_container_id=False)
     assert outcome.failure is not None and outcome.failure.kind is FailureKind.SYSTEM
