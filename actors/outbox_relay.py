@@ -1,11 +1,12 @@
 """The outbox relay: publishes ``outbox_events`` rows to Kafka (reference §6.1, SPEC §5.3).
 
-Per enabled topic (``OUTBOX_RELAY_{WORKFLOW,JOBS,ANALYTICS}_ENABLED``) a loop claims a batch of due
-rows with a processing lease (:func:`store.outbox.claim_batch`: at most one row per ``(topic,
-key)`` in flight, strict per-key order), publishes the whole batch at once (key = ``kafka_key``,
-value = the stored payload JSON; one row per key, so the order within a key cannot change), marks
-every delivered row PUBLISHED in one statement and each failed one FAILED with ``retry_backoff``,
-or DEAD at ``max_attempts``.  DEAD rows do not block later rows of their key, are exported as a metric and are
+Per enabled topic (``OUTBOX_RELAY_{WORKFLOW,JOBS,ANALYTICS}_ENABLED``) a loop locks a batch of due
+rows (:func:`store.outbox.claim`: at most one row per ``(topic, key)`` in flight, strict per-key
+order), publishes the whole batch at once (key = ``kafka_key``, value = the stored payload JSON;
+one row per key, so the order within a key cannot change) and, in the same transaction, marks
+every delivered row PUBLISHED and each failed one FAILED with ``retry_backoff``, or DEAD at
+``max_attempts``, in one statement.  ``processing_lease`` bounds how long a hung relay can hold
+its rows (ADR 0007).  DEAD rows do not block later rows of their key, are exported as a metric and are
 re-queued by ``chronoverse outbox redrive``.
 
 A loop claims again at once after a non-empty batch (the next row of each key became eligible) and
@@ -13,7 +14,7 @@ otherwise sleeps until a ``chronoverse_outbox`` notification names its topic (th
 ``NOTIFY_COALESCE_S`` for the rest of its burst), with
 ``poll_interval`` as the safety net (FAILED rows come due by time, not by notification).  A cleanup
 loop deletes PUBLISHED rows older than ``published_retention``.  Several replicas are safe: claims
-use ``FOR UPDATE SKIP LOCKED`` and settle only rows still held by their own claim token.
+use ``FOR UPDATE SKIP LOCKED`` and a locked row still gates the later rows of its key.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import Literal, Protocol
+from typing import Protocol
+from uuid import UUID
 
 import asyncpg
 import ray
@@ -45,7 +47,6 @@ log = logging.getLogger(__name__)
 NOTIFY_COALESCE_S = 0.01
 
 OUTBOX_CHANNEL = "chronoverse_outbox"
-Settled = Literal["failed", "dead", "lost"]
 #: ``component`` of the relay's database pool metrics.
 RELAY_COMPONENT = "outbox-relay"
 #: How often the backlog / DEAD gauges are refreshed.
@@ -59,6 +60,13 @@ class Publisher(Protocol):
     a batch and report each record's outcome (an exception for the records that failed)."""
 
     async def send_each(self, records: Sequence[OutgoingRecord]) -> Sequence[object]: ...
+
+
+def relay_worker_id(cfg: OutboxRelayConfig, name: str) -> str:
+    """The relay replica's id (``OUTBOX_RELAY_WORKER_ID`` plus the replica name): the
+    ``application_name`` of its connections, so ``pg_stat_activity`` / ``pg_locks`` show which
+    relay holds which outbox rows."""
+    return f"{cfg.worker_id}:{name}" if cfg.worker_id != name else name
 
 
 def relayed_topics(cfg: OutboxRelayConfig) -> list[str]:
@@ -77,7 +85,6 @@ class BatchResult(BaseModel):
     published: int
     failed: int
     dead: int
-    lost: int  # claims that expired before we could settle them (the row was re-claimed)
 
 
 class RelayStats(BaseModel):
@@ -134,23 +141,33 @@ class OutboxRelay:
         """Claim now (one topic, or all)."""
         self._on_notify(OUTBOX_CHANNEL, topic)
 
-    @property
-    def worker_id(self) -> str:
-        return f"{self.cfg.worker_id}:{self.name}" if self.cfg.worker_id != self.name else self.name
-
     async def relay_once(self, topic: str) -> BatchResult:
-        """Claim one batch of ``topic``, publish it and settle every row."""
-        rows = await outbox.claim_batch(
-            self.pool,
-            topic=topic,
-            worker_id=self.worker_id,
-            batch_size=self.cfg.batch_size,
-            processing_lease=self.cfg.processing_lease,
-        )
-        if not rows:
-            return BatchResult(topic=topic, claimed=0, published=0, failed=0, dead=0, lost=0)
+        """Claim one batch of ``topic``, publish it and settle every row, in one transaction."""
+        async with outbox.claim(self.pool, topic=topic, batch_size=self.cfg.batch_size,
+                                hold_limit=self.cfg.processing_lease) as held:
+            rows = held.rows
+            if not rows:
+                return BatchResult(topic=topic, claimed=0, published=0, failed=0, dead=0)
+            failures = await self._publish(rows)
+            settled = await held.settle(failures, max_attempts=self.cfg.max_attempts,
+                                        retry_backoff=self.cfg.retry_backoff)
+        # Counted and logged once committed: only then did the rows change.
+        published = sum(1 for status in settled.values() if status is OutboxStatus.PUBLISHED)
+        dead = sum(1 for status in settled.values() if status is OutboxStatus.DEAD)
+        failed = len(settled) - published - dead
+        for row in rows:
+            if row.id in failures:
+                self._log_failure(row, settled.get(row.id), failures[row.id])
+        self._published += published
+        self._failed += failed
+        self._dead += dead
+        self.metrics.outbox_published(topic, published)
+        self.metrics.outbox_failed(topic, failed + dead)
+        return BatchResult(topic=topic, claimed=len(rows), published=published, failed=failed, dead=dead)
 
-        # A batch holds at most one row per key, so publishing it at once keeps per-key order.
+    async def _publish(self, rows: Sequence[outbox.OutboxRow]) -> dict[UUID, str]:
+        """Publish a batch at once (it holds at most one row per key, so per-key order is kept);
+        returns the error of each row that was not delivered."""
         records = [OutgoingRecord(topic=r.topic, key=r.kafka_key, value=r.kafka_value()) for r in rows]
         outcomes: Sequence[object]
         try:
@@ -158,43 +175,16 @@ class OutboxRelay:
                 outcomes = await self.producer.send_each(records)
         except Exception as err:  # timed out (or the producer broke): every row of the batch failed
             outcomes = [err] * len(rows)
-        pairs = list(zip(rows, outcomes, strict=True))
-        delivered = [row for row, out in pairs if not isinstance(out, BaseException)]
-        marked = await outbox.mark_published_many(self.pool, delivered)
-        settled = await asyncio.gather(*(
-            self._settle_failed(row, out) for row, out in pairs if isinstance(out, BaseException)
-        ))
-        published = len(marked)
-        failed = settled.count("failed")
-        dead = settled.count("dead")
-        lost = settled.count("lost") + len(delivered) - len(marked)
-        self._published += published
-        self._failed += failed
-        self._dead += dead
-        self.metrics.outbox_published(topic, published)
-        self.metrics.outbox_failed(topic, failed + dead)
-        return BatchResult(
-            topic=topic, claimed=len(rows), published=published, failed=failed, dead=dead, lost=lost
-        )
+        return {row.id: f"{type(out).__name__}: {out}"
+                for row, out in zip(rows, outcomes, strict=True) if isinstance(out, BaseException)}
 
-    async def _settle_failed(self, row: outbox.OutboxRow, err: BaseException) -> Settled:
-        """Mark one claimed row whose publish failed; returns failed / dead / lost."""
-        status = await outbox.mark_failed(
-            self.pool,
-            row.id,
-            row.claim_token or "",
-            error=f"{type(err).__name__}: {err}",
-            max_attempts=self.cfg.max_attempts,
-            retry_backoff=self.cfg.retry_backoff,
-        )
-        if status is None:
-            return "lost"
-        if status == OutboxStatus.DEAD:
+    def _log_failure(self, row: outbox.OutboxRow, status: OutboxStatus | None, error: str) -> None:
+        attempt = row.attempts + 1
+        if status is OutboxStatus.DEAD:
             log.error("%s: outbox row %s (%s, key %s) is DEAD after %d attempts: %s",
-                      self.name, row.id, row.event_key, row.kafka_key, row.attempts, err)
-            return "dead"
-        log.warning("%s: publishing %s failed (attempt %d): %s", self.name, row.event_key, row.attempts, err)
-        return "failed"
+                      self.name, row.id, row.event_key, row.kafka_key, attempt, error)
+        else:
+            log.warning("%s: publishing %s failed (attempt %d): %s", self.name, row.event_key, attempt, error)
 
     async def cleanup_once(self) -> int:
         """Delete PUBLISHED rows past the retention, batch by batch; return how many."""
@@ -299,7 +289,8 @@ class OutboxRelayActor:
 
     async def _start(self) -> None:
         self._pool = await create_pool(
-            self.settings.postgres, min_size=1, max_size=4, application_name=self.name
+            self.settings.postgres, min_size=1, max_size=4,
+            application_name=relay_worker_id(self.settings.outbox, self.name),
         )
         self._producer = EventProducer(self.settings.kafka, client_id=self.name)
         await self._producer.start()

@@ -1,11 +1,12 @@
 """The transactional outbox: every statement on ``outbox_events`` (reference §6.1, SPEC §5.3).
 
-Producers call :func:`add_event` inside the transaction that changes state; the relay claims due
-rows with :func:`claim_batch`, publishes them, and settles each with :func:`mark_published` or
-:func:`mark_failed`.  Ordering contract: rows of one ``(topic, kafka_key)`` are published in
-``(created_at, id)`` order with at most one in flight.  Our change to the seed: a ``DEAD`` row no
-longer blocks the later rows of its key (it is counted by :func:`backlog` and re-queued by
-:func:`redrive_dead`).
+Producers call :func:`add_event` inside the transaction that changes state; the relay locks due
+rows with :func:`claim`, publishes them and settles them all with :meth:`Claim.settle` before the
+claim's transaction commits (one row write per event; ADR 0007).  Ordering contract: rows of one
+``(topic, kafka_key)`` are published in ``(created_at, id)`` order with at most one in flight.
+Our changes to the seed: a ``DEAD`` row no longer blocks the later rows of its key (it is counted
+by :func:`backlog` and re-queued by :func:`redrive_dead`), and a claim is a row lock held while
+publishing instead of a ``PROCESSING`` lease written to the row (ADR 0007).
 
 Payloads are handled as JSON text on purpose (``::text`` casts both ways), so this module works
 on any asyncpg connection whatever its type codecs, and the relay publishes the stored text as is.
@@ -13,15 +14,16 @@ on any asyncpg connection whatever its type codecs, and the relay publishes the 
 
 from __future__ import annotations
 
+import contextlib
 import json
-import secrets
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 from pydantic import BaseModel, ConfigDict
 
 from domain.enums import OutboxStatus
@@ -56,64 +58,53 @@ ON CONFLICT (topic, event_key) DO NOTHING
 RETURNING id
 """
 
-# One statement, hence one transaction.  A row is claimable when it is due (PENDING/FAILED whose
-# next_attempt_at has come, or PROCESSING whose lease ran out) and no earlier row of its
-# (topic, kafka_key) is still active (PENDING/PROCESSING/FAILED).  Only the earliest active row of
-# a key can pass that gate, so a batch holds at most one row per key and a key never has two rows
-# in flight.  DEAD and PUBLISHED rows do not gate.  SKIP LOCKED lets concurrent relays split work;
-# a row they skip still gates its later siblings through the NOT EXISTS.
-CLAIM_BATCH = f"""
-WITH due AS (
-    SELECT e.id AS due_id
-      FROM outbox_events e
-     WHERE e.topic = $1
-       AND (
-               (e.status IN ('PENDING', 'FAILED') AND e.next_attempt_at <= (now() AT TIME ZONE 'utc'))
-            OR (e.status = 'PROCESSING' AND e.locked_at <= (now() AT TIME ZONE 'utc') - $4::interval)
-           )
-       AND NOT EXISTS (
-               SELECT 1
-                 FROM outbox_events p
-                WHERE p.topic = e.topic
-                  AND p.kafka_key = e.kafka_key
-                  AND p.status IN ('PENDING', 'PROCESSING', 'FAILED')
-                  AND (p.created_at, p.id) < (e.created_at, e.id)
-           )
-     ORDER BY e.created_at, e.id
-     LIMIT $3
-       FOR UPDATE SKIP LOCKED
-)
+# The due rows of a topic, locked for the claiming transaction.  A row is due when it is PENDING
+# or FAILED and its next_attempt_at has come (or PROCESSING with a lease that ran out: a claim
+# state only relays before the row-lock claim wrote), and no earlier row of its (topic,
+# kafka_key) is still active (PENDING/PROCESSING/FAILED).  Only the earliest active row of a key
+# passes that gate, so a batch holds at most one row per key.  SKIP LOCKED lets concurrent
+# relays split work: a row another relay holds is skipped, and it still gates its later
+# siblings, whose NOT EXISTS sees it active until that relay commits.  DEAD and PUBLISHED rows
+# do not gate.
+LOCK_DUE = f"""
+SELECT {_COLUMNS}
+  FROM outbox_events e
+ WHERE e.topic = $1
+   AND (
+           (e.status IN ('PENDING', 'FAILED') AND e.next_attempt_at <= (now() AT TIME ZONE 'utc'))
+        OR (e.status = 'PROCESSING' AND e.locked_at <= (now() AT TIME ZONE 'utc') - $3::interval)
+       )
+   AND NOT EXISTS (
+           SELECT 1
+             FROM outbox_events p
+            WHERE p.topic = e.topic
+              AND p.kafka_key = e.kafka_key
+              AND p.status IN ('PENDING', 'PROCESSING', 'FAILED')
+              AND (p.created_at, p.id) < (e.created_at, e.id)
+       )
+ ORDER BY e.created_at, e.id
+ LIMIT $2
+   FOR UPDATE OF e SKIP LOCKED
+"""
+
+# Every row of a claim in one statement: a NULL error → PUBLISHED; an error → FAILED, due again
+# after the backoff, or DEAD once attempted max_attempts ($3) times.  Rows are held by the
+# claim's row locks, so nothing else changed them since they were read.
+SETTLE = """
 UPDATE outbox_events o
-   SET status = 'PROCESSING',
-       locked_at = now() AT TIME ZONE 'utc',
-       locked_by = $2,
-       attempts = o.attempts + 1
-  FROM due
- WHERE o.id = due.due_id
-RETURNING {_COLUMNS}
-"""
-
-MARK_PUBLISHED = """
-UPDATE outbox_events
-   SET status = 'PUBLISHED', published_at = now() AT TIME ZONE 'utc', last_error = NULL
- WHERE id = $1 AND locked_by = $2 AND status = 'PROCESSING'
-"""
-
-MARK_PUBLISHED_MANY = """
-UPDATE outbox_events o
-   SET status = 'PUBLISHED', published_at = now() AT TIME ZONE 'utc', last_error = NULL
-  FROM unnest($1::uuid[], $2::text[]) AS c (id, token)
- WHERE o.id = c.id AND o.locked_by = c.token AND o.status = 'PROCESSING'
-RETURNING o.id
-"""
-
-MARK_FAILED = """
-UPDATE outbox_events
-   SET status = CASE WHEN attempts >= $4 THEN 'DEAD'::outbox_status ELSE 'FAILED'::outbox_status END,
-       next_attempt_at = (now() AT TIME ZONE 'utc') + $5::interval,
-       last_error = $3
- WHERE id = $1 AND locked_by = $2 AND status = 'PROCESSING'
-RETURNING status::text
+   SET attempts = o.attempts + 1,
+       status = CASE WHEN s.error IS NULL THEN 'PUBLISHED'::outbox_status
+                     WHEN o.attempts + 1 >= $3 THEN 'DEAD'::outbox_status
+                     ELSE 'FAILED'::outbox_status END,
+       published_at = CASE WHEN s.error IS NULL THEN now() AT TIME ZONE 'utc' END,
+       next_attempt_at = CASE WHEN s.error IS NULL THEN o.next_attempt_at
+                              ELSE (now() AT TIME ZONE 'utc') + $4::interval END,
+       last_error = s.error,
+       locked_at = NULL,
+       locked_by = NULL
+  FROM unnest($1::uuid[], $2::text[]) AS s (id, error)
+ WHERE o.id = s.id
+RETURNING o.id, o.status::text AS status
 """
 
 CLEANUP_PUBLISHED = """
@@ -171,11 +162,6 @@ class OutboxRow(BaseModel):
     published_at: datetime | None
 
     @property
-    def claim_token(self) -> str | None:
-        """The token of the claim holding this row (pass it back to mark_published/mark_failed)."""
-        return self.locked_by
-
-    @property
     def payload(self) -> Any:
         """The payload decoded from JSON."""
         return json.loads(self.payload_json)
@@ -183,11 +169,6 @@ class OutboxRow(BaseModel):
     def kafka_value(self) -> bytes:
         """The Kafka record value: the payload's JSON text as UTF-8."""
         return self.payload_json.encode()
-
-
-def new_claim_token(worker_id: str) -> str:
-    """A claim token in the seed's format ``<worker>:<unix nanos>:<32 hex>``."""
-    return f"{worker_id}:{time.time_ns()}:{secrets.token_hex(16)}"
 
 
 async def add_event(
@@ -242,57 +223,53 @@ async def add_events(conn: Queryable, events: Sequence[NewEvent]) -> int:
     return len(records)
 
 
-async def claim_batch(
-    pool: Queryable,
-    *,
-    topic: str,
-    worker_id: str,
-    batch_size: int,
-    processing_lease: timedelta,
-) -> list[OutboxRow]:
-    """Claim up to ``batch_size`` due rows of ``topic`` (see :data:`CLAIM_BATCH`), oldest first.
+class Claim:
+    """Due rows of one topic held by row locks in an open transaction (see :func:`claim`)."""
 
-    Claimed rows are PROCESSING with ``attempts`` incremented and one fresh claim token.
+    def __init__(self, conn: asyncpg.Connection, rows: list[OutboxRow]) -> None:
+        self._conn = conn
+        self.rows = rows
+
+    async def settle(
+        self, failures: Mapping[UUID, str], *, max_attempts: int, retry_backoff: timedelta
+    ) -> dict[UUID, OutboxStatus]:
+        """Record the publish of every claimed row in one statement: rows named in ``failures``
+        (id → error) become FAILED, due again after ``retry_backoff``, or DEAD once attempted
+        ``max_attempts`` times; the others PUBLISHED.  Returns each row's new status."""
+        if not self.rows:
+            return {}
+        ids = [row.id for row in self.rows]
+        errors = [failures[i][:MAX_ERROR_LENGTH] if i in failures else None for i in ids]
+        records = await self._conn.fetch(SETTLE, ids, errors, max_attempts, retry_backoff)
+        return {r["id"]: OutboxStatus(r["status"]) for r in records}
+
+
+@asynccontextmanager
+async def claim(
+    pool: asyncpg.Pool, *, topic: str, batch_size: int, hold_limit: timedelta
+) -> AsyncIterator[Claim]:
+    """Lock up to ``batch_size`` due rows of ``topic`` (see :data:`LOCK_DUE`), oldest first, for
+    the body of the ``async with``: publish them, then :meth:`Claim.settle` them.  One write per
+    row, at settlement; leaving the body commits (an exception rolls back, leaving the rows due).
+
+    The rows stay locked while they are published, so another relay can take them only once
+    this transaction ended: at once when the relay dies (its connection closes), and after
+    ``hold_limit`` when it hangs (PostgreSQL then ends the idle transaction).  The same
+    ``hold_limit`` lets rows a lease-claiming relay left PROCESSING be taken after it.
     """
-    token = new_claim_token(worker_id)
-    records = await pool.fetch(CLAIM_BATCH, topic, token, batch_size, processing_lease)
-    rows = [OutboxRow.model_validate(dict(r)) for r in records]
-    rows.sort(key=lambda row: (row.created_at, row.id))
-    return rows
-
-
-async def mark_published(pool: Queryable, row_id: UUID, claim_token: str) -> bool:
-    """Mark a claimed row PUBLISHED.  ``False`` when the claim was lost (lease expired and the row
-    was re-claimed, or it was redriven): the event may then be published twice, which
-    at-least-once delivery allows."""
-    return rows_affected(await pool.execute(MARK_PUBLISHED, row_id, claim_token)) == 1
-
-
-async def mark_published_many(pool: Queryable, rows: Sequence[OutboxRow]) -> set[UUID]:
-    """:func:`mark_published` for a whole batch in one statement; returns the ids marked (a claimed
-    row missing from the result had lost its claim)."""
-    if not rows:
-        return set()
-    records = await pool.fetch(MARK_PUBLISHED_MANY, [r.id for r in rows], [r.claim_token for r in rows])
-    return {r["id"] for r in records}
-
-
-async def mark_failed(
-    pool: Queryable,
-    row_id: UUID,
-    claim_token: str,
-    *,
-    error: str,
-    max_attempts: int,
-    retry_backoff: timedelta,
-) -> OutboxStatus | None:
-    """Record a failed publish: FAILED, due again after ``retry_backoff``, or DEAD once the row has
-    been attempted ``max_attempts`` times.  Returns the new status, or ``None`` when the claim
-    was lost (nothing changed)."""
-    status = await pool.fetchval(
-        MARK_FAILED, row_id, claim_token, error[:MAX_ERROR_LENGTH], max_attempts, retry_backoff
-    )
-    return OutboxStatus(status) if status is not None else None
+    hold_ms = max(1, int(hold_limit.total_seconds() * 1000))
+    async with pool.acquire() as conn:
+        # One round trip: BEGIN and the hold limit go as a single simple query.
+        await conn.execute(f"BEGIN; SET LOCAL idle_in_transaction_session_timeout = {hold_ms}")
+        try:
+            records = await conn.fetch(LOCK_DUE, topic, batch_size, hold_limit)
+            yield Claim(conn, [OutboxRow.model_validate(dict(r)) for r in records])
+        except BaseException:
+            # A broken connection cannot roll back; the pool discards it, which ends the transaction.
+            with contextlib.suppress(Exception):
+                await conn.execute("ROLLBACK")
+            raise
+        await conn.execute("COMMIT")
 
 
 async def cleanup_published(pool: Queryable, *, retention: timedelta, batch_size: int) -> int:

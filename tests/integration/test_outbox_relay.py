@@ -138,23 +138,31 @@ async def test_rows_are_published_in_order_per_key(
         assert await statuses(pool, key) == ["PUBLISHED"] * 4
 
 
-async def test_an_expired_processing_lease_is_reclaimed(
+async def test_rows_held_by_a_relay_that_died_are_published_once_its_connection_is_gone(
     pool: asyncpg.Pool, producer: EventProducer, settings: Settings
 ) -> None:
     key = str(uuid7())
     await add(pool, key, 1)
-    # A relay that claimed the row and died before settling it.
-    (crashed,) = await outbox.claim_batch(pool, topic=TOPIC, worker_id="crashed", batch_size=10,
-                                         processing_lease=timedelta(seconds=1))
-    relay = OutboxRelay(relay_config(processing_lease=timedelta(seconds=1)), pool, producer)
-    assert (await relay.relay_once(TOPIC)).claimed == 0  # still leased
+    # A relay that locked the row and died before settling it: its transaction stays open until
+    # PostgreSQL sees the connection end.
+    crashed = await pool.acquire()
+    try:
+        await crashed.execute("BEGIN")
+        assert len(await crashed.fetch(outbox.LOCK_DUE, TOPIC, 10, timedelta(seconds=30))) == 1
+        relay = OutboxRelay(relay_config(), pool, producer)
+        assert (await relay.relay_once(TOPIC)).claimed == 0  # held by the other relay
+        assert await pool.fetchval("SELECT pg_terminate_backend($1)", crashed.get_server_pid())
 
-    await asyncio.sleep(1.2)
-    result = await relay.relay_once(TOPIC)
+        async def published() -> bool:
+            return (await relay.relay_once(TOPIC)).published == 1
 
-    assert result.published == 1
+        deadline = asyncio.get_running_loop().time() + 15
+        while not await published():
+            assert asyncio.get_running_loop().time() < deadline, "the dead relay's row was not released"
+            await asyncio.sleep(0.05)
+    finally:
+        await pool.release(crashed)
     assert await statuses(pool, key) == ["PUBLISHED"]
-    assert await outbox.mark_published(pool, crashed.id, crashed.claim_token or "") is False
     assert len(await read_back(settings, {key}, expected=1)) == 1
 
 

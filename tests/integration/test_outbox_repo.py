@@ -6,7 +6,9 @@ Each test uses its own topic, so tests never claim each other's rows.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -20,7 +22,7 @@ from store import outbox
 from store.migrate import migrate
 from store.postgres import create_pool
 
-LEASE = timedelta(seconds=30)
+HOLD = timedelta(seconds=30)
 
 
 class _Event(BaseModel):
@@ -63,27 +65,37 @@ async def _add(pool: asyncpg.Pool, topic: str, key: str, n: int = 1) -> list[str
     return event_keys
 
 
-async def _claim(
-    pool: asyncpg.Pool, topic: str, lease: timedelta = LEASE, batch: int = 100
-) -> list[outbox.OutboxRow]:
-    return await outbox.claim_batch(
-        pool, topic=topic, worker_id="test", batch_size=batch, processing_lease=lease
-    )
+def _claim(pool: asyncpg.Pool, topic: str, batch: int = 100,
+           hold_limit: timedelta = HOLD) -> AbstractAsyncContextManager[outbox.Claim]:
+    return outbox.claim(pool, topic=topic, batch_size=batch, hold_limit=hold_limit)
 
 
-async def _publish_all(pool: asyncpg.Pool, rows: list[outbox.OutboxRow]) -> None:
-    for row in rows:
-        assert row.claim_token is not None
-        assert await outbox.mark_published(pool, row.id, row.claim_token)
+async def _round(
+    pool: asyncpg.Pool, topic: str, *, fail: Callable[[outbox.OutboxRow], bool] = lambda _: False,
+    backoff: timedelta = timedelta(0), max_attempts: int = 10, batch: int = 100,
+) -> list[tuple[outbox.OutboxRow, OutboxStatus]]:
+    """One relay round: claim, then settle every row (failed where ``fail`` says so, else published)."""
+    async with _claim(pool, topic, batch) as held:
+        failures = {row.id: "broker down" for row in held.rows if fail(row)}
+        settled = await held.settle(failures, max_attempts=max_attempts, retry_backoff=backoff)
+    assert set(settled) == {row.id for row in held.rows}
+    return [(row, settled[row.id]) for row in held.rows]
 
 
-async def _fail(
-    pool: asyncpg.Pool, row: outbox.OutboxRow, *, backoff: timedelta, max_attempts: int = 10
-) -> OutboxStatus | None:
-    assert row.claim_token is not None
-    return await outbox.mark_failed(
-        pool, row.id, row.claim_token, error="broker down", max_attempts=max_attempts, retry_backoff=backoff
-    )
+async def _publish_all(pool: asyncpg.Pool, topic: str, batch: int = 100) -> list[list[outbox.OutboxRow]]:
+    """Relay rounds until nothing is due; the rows of each round."""
+    rounds = []
+    while settled := await _round(pool, topic, batch=batch):
+        assert {status for _, status in settled} == {OutboxStatus.PUBLISHED}
+        rounds.append([row for row, _ in settled])
+    return rounds
+
+
+async def _row(pool: asyncpg.Pool, topic: str, event_key: str) -> asyncpg.Record:
+    return await pool.fetchrow(
+        "SELECT status::text AS status, attempts, last_error, published_at, "
+        "next_attempt_at - (now() AT TIME ZONE 'utc') AS wait "
+        "FROM outbox_events WHERE topic = $1 AND event_key = $2", topic, event_key)
 
 
 async def test_add_event_is_idempotent_per_topic_and_event_key(pool: asyncpg.Pool, topic: str) -> None:
@@ -100,22 +112,23 @@ async def test_add_event_is_idempotent_per_topic_and_event_key(pool: asyncpg.Poo
 async def test_a_pydantic_payload_is_published_as_its_json(pool: asyncpg.Pool, topic: str) -> None:
     event = _Event(event_key="e-1", workflow_id="wf-1", generation=2)
     await outbox.add_event(pool, topic=topic, kafka_key="wf-1", event_key=event.event_key, payload=event)
-    [row] = await _claim(pool, topic)
-    assert _Event.model_validate_json(row.kafka_value()) == event
-    assert row.payload == event.model_dump(mode="json")
-    assert (row.topic, row.kafka_key, row.event_key) == (topic, "wf-1", "e-1")
-    assert row.status is OutboxStatus.PROCESSING
-    assert row.attempts == 1
-    assert row.claim_token is not None and row.claim_token.startswith("test:")
+    async with _claim(pool, topic) as held:
+        [row] = held.rows
+        assert _Event.model_validate_json(row.kafka_value()) == event
+        assert row.payload == event.model_dump(mode="json")
+        assert (row.topic, row.kafka_key, row.event_key) == (topic, "wf-1", "e-1")
+        assert (row.status, row.attempts) == (OutboxStatus.PENDING, 0)  # a claim writes nothing
+        assert await held.settle({}, max_attempts=10, retry_backoff=timedelta(0)) == {
+            row.id: OutboxStatus.PUBLISHED}
+    stored = await _row(pool, topic, "e-1")
+    assert (stored["status"], stored["attempts"], stored["last_error"]) == ("PUBLISHED", 1, None)
+    assert stored["published_at"] is not None
 
 
 async def test_rows_of_one_key_are_published_in_creation_order(pool: asyncpg.Pool, topic: str) -> None:
     a_keys = await _add(pool, topic, "a", 3)
     b_keys = await _add(pool, topic, "b", 2)
-    published: list[str] = []
-    while rows := await _claim(pool, topic):
-        published.extend(r.event_key for r in rows)
-        await _publish_all(pool, rows)
+    published = [row.event_key for rows in await _publish_all(pool, topic) for row in rows]
     assert [k for k in published if k.startswith("a:")] == a_keys
     assert [k for k in published if k.startswith("b:")] == b_keys
 
@@ -123,27 +136,63 @@ async def test_rows_of_one_key_are_published_in_creation_order(pool: asyncpg.Poo
 async def test_at_most_one_row_per_key_is_in_flight(pool: asyncpg.Pool, topic: str) -> None:
     a_keys = await _add(pool, topic, "a", 3)
     b_keys = await _add(pool, topic, "b", 1)
-    first = await _claim(pool, topic)
-    assert [r.event_key for r in first] == [a_keys[0], b_keys[0]]
-    assert await _claim(pool, topic) == []  # a[1] waits behind the in-flight a[0]
-    await _publish_all(pool, first[:1])
-    assert [r.event_key for r in await _claim(pool, topic)] == [a_keys[1]]
+    async with _claim(pool, topic) as first:
+        assert [r.event_key for r in first.rows] == [a_keys[0], b_keys[0]]
+        # While the first claim holds a[0], a[1] waits behind it and nothing else is due.
+        async with _claim(pool, topic) as second:
+            assert second.rows == []
+        c_keys = await _add(pool, topic, "c", 1)
+        async with _claim(pool, topic) as third:  # a new key is free
+            assert [r.event_key for r in third.rows] == c_keys
+            await third.settle({}, max_attempts=10, retry_backoff=timedelta(0))
+        await first.settle({}, max_attempts=10, retry_backoff=timedelta(0))
+    async with _claim(pool, topic) as after:
+        assert [r.event_key for r in after.rows] == [a_keys[1]]
 
 
-async def test_an_expired_processing_lease_is_claimed_again_and_the_old_claim_is_void(
+async def test_a_claim_that_ends_without_settling_leaves_its_rows_due_and_unchanged(
     pool: asyncpg.Pool, topic: str
 ) -> None:
-    await _add(pool, topic, "a")
-    [first] = await _claim(pool, topic)
-    assert await _claim(pool, topic, lease=LEASE) == []  # lease still held
-    [again] = await _claim(pool, topic, lease=timedelta(0))  # every lease has expired
-    assert again.id == first.id
-    assert again.attempts == 2
-    assert again.claim_token != first.claim_token
-    assert first.claim_token is not None and again.claim_token is not None
-    assert await outbox.mark_published(pool, first.id, first.claim_token) is False
-    assert await _fail(pool, first, backoff=timedelta(0)) is None
-    assert await outbox.mark_published(pool, again.id, again.claim_token) is True
+    [event_key] = await _add(pool, topic, "a")
+    with pytest.raises(RuntimeError, match="relay crashed"):
+        async with _claim(pool, topic) as held:
+            assert len(held.rows) == 1
+            raise RuntimeError("relay crashed while publishing")
+    async with _claim(pool, topic) as held:  # a claim left without settling changes nothing either
+        assert [r.event_key for r in held.rows] == [event_key]
+    async with _claim(pool, topic) as held:
+        assert [(r.event_key, r.attempts, r.status) for r in held.rows] == [
+            (event_key, 0, OutboxStatus.PENDING)]
+
+
+async def test_a_claim_held_past_its_hold_limit_is_ended_and_its_rows_go_to_another_relay(
+    pool: asyncpg.Pool, topic: str
+) -> None:
+    [event_key] = await _add(pool, topic, "a")
+    # PostgreSQL ends the idle transaction and its session: settling fails (asyncpg reports a
+    # server-side termination or, once it saw the socket close, a released connection).
+    with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError)):
+        async with _claim(pool, topic, hold_limit=timedelta(milliseconds=300)) as hung:
+            assert len(hung.rows) == 1
+            await asyncio.sleep(1.0)  # a relay stuck between claim and settlement
+            await hung.settle({}, max_attempts=10, retry_backoff=timedelta(0))
+    [(row, status)] = await _round(pool, topic)
+    assert (row.event_key, status) == (event_key, OutboxStatus.PUBLISHED)
+
+
+async def test_a_row_left_processing_by_a_lease_claim_is_due_once_the_lease_ran_out(
+    pool: asyncpg.Pool, topic: str
+) -> None:
+    fresh, stale = await _add(pool, topic, "fresh"), await _add(pool, topic, "stale")
+    await pool.execute(
+        "UPDATE outbox_events SET status = 'PROCESSING', attempts = 1, locked_by = 'old-relay', "
+        "locked_at = (now() AT TIME ZONE 'utc') - CASE WHEN kafka_key = 'stale' THEN interval '1 hour' "
+        "ELSE interval '0' END WHERE topic = $1", topic)
+    [(row, status)] = await _round(pool, topic)
+    assert (row.event_key, row.attempts, status) == (stale[0], 1, OutboxStatus.PUBLISHED)
+    stored = await _row(pool, topic, stale[0])
+    assert stored["attempts"] == 2
+    assert (await _row(pool, topic, fresh[0]))["status"] == "PROCESSING"
 
 
 async def test_a_failed_row_waits_for_its_backoff_and_blocks_its_key_meanwhile(
@@ -151,50 +200,46 @@ async def test_a_failed_row_waits_for_its_backoff_and_blocks_its_key_meanwhile(
 ) -> None:
     slow = await _add(pool, topic, "slow", 2)
     fast = await _add(pool, topic, "fast", 1)
-    rows = {r.kafka_key: r for r in await _claim(pool, topic)}
-    assert await _fail(pool, rows["slow"], backoff=timedelta(hours=1)) is OutboxStatus.FAILED
-    assert await _fail(pool, rows["fast"], backoff=timedelta(0)) is OutboxStatus.FAILED
-    retried = await _claim(pool, topic)
-    assert [(r.event_key, r.attempts) for r in retried] == [(fast[0], 2)]
-    async with pool.acquire() as conn:
-        row = await conn.fetchrow(
-            "SELECT status::text, last_error, next_attempt_at - (now() AT TIME ZONE 'utc') AS wait "
-            "FROM outbox_events WHERE topic = $1 AND event_key = $2",
-            topic,
-            slow[0],
-        )
-    assert row["status"] == "FAILED"
-    assert row["last_error"] == "broker down"
+    settled = await _round(pool, topic, fail=lambda _: True, backoff=timedelta(hours=1))
+    assert {(r.event_key, s) for r, s in settled} == {
+        (slow[0], OutboxStatus.FAILED), (fast[0], OutboxStatus.FAILED)}
+    assert await _round(pool, topic) == []  # neither is due, and slow[1] waits behind slow[0]
+    row = await _row(pool, topic, slow[0])
+    assert (row["status"], row["attempts"], row["last_error"]) == ("FAILED", 1, "broker down")
     assert timedelta(minutes=59) < row["wait"] <= timedelta(hours=1)
+    # The backoff of one row has passed: only it is retried.
+    await pool.execute("UPDATE outbox_events SET next_attempt_at = (now() AT TIME ZONE 'utc') "
+                       "WHERE topic = $1 AND event_key = $2", topic, fast[0])
+    retried = await _round(pool, topic)
+    assert [(r.event_key, r.attempts, s) for r, s in retried] == [(fast[0], 1, OutboxStatus.PUBLISHED)]
 
 
 async def test_a_row_is_dead_after_max_attempts_and_no_longer_blocks_its_key(
     pool: asyncpg.Pool, topic: str
 ) -> None:
     first, second = await _add(pool, topic, "a", 2)
-    [row] = await _claim(pool, topic)
-    assert await _fail(pool, row, backoff=timedelta(0), max_attempts=2) is OutboxStatus.FAILED
-    [row] = await _claim(pool, topic)
-    assert (row.event_key, row.attempts) == (first, 2)
-    assert await _fail(pool, row, backoff=timedelta(0), max_attempts=2) is OutboxStatus.DEAD
-    [after] = await _claim(pool, topic)
-    assert after.event_key == second
-    counts = (await outbox.backlog(pool))[topic]
-    assert counts == {"PENDING": 0, "PROCESSING": 1, "FAILED": 0, "DEAD": 1}
+    [(_, status)] = await _round(pool, topic, fail=lambda _: True, max_attempts=2)
+    assert status is OutboxStatus.FAILED
+    [(row, status)] = await _round(pool, topic, fail=lambda _: True, max_attempts=2)
+    assert (row.event_key, row.attempts, status) == (first, 1, OutboxStatus.DEAD)
+    async with _claim(pool, topic) as held:
+        assert [r.event_key for r in held.rows] == [second]
+        counts = (await outbox.backlog(pool))[topic]
+    assert counts == {"PENDING": 1, "PROCESSING": 0, "FAILED": 0, "DEAD": 1}
 
 
 async def test_redrive_requeues_dead_rows_by_topic_and_key(pool: asyncpg.Pool, topic: str) -> None:
     [dead_a] = await _add(pool, topic, "a")
     [dead_b] = await _add(pool, topic, "b")
-    for row in await _claim(pool, topic):
-        assert await _fail(pool, row, backoff=timedelta(0), max_attempts=1) is OutboxStatus.DEAD
-    assert await _claim(pool, topic) == []
+    settled = await _round(pool, topic, fail=lambda _: True, max_attempts=1)
+    assert {status for _, status in settled} == {OutboxStatus.DEAD}
+    assert await _round(pool, topic) == []
     assert await outbox.redrive_dead(pool, topic=topic, kafka_key="no-such-key") == 0
     assert await outbox.redrive_dead(pool, topic=topic, kafka_key="a") == 1
-    [row] = await _claim(pool, topic)
-    assert (row.event_key, row.attempts) == (dead_a, 1)
+    [(row, _)] = await _round(pool, topic)
+    assert (row.event_key, row.attempts) == (dead_a, 0)
     assert await outbox.redrive_dead(pool, topic=topic) == 1
-    [row] = await _claim(pool, topic)
+    [(row, _)] = await _round(pool, topic)
     assert row.event_key == dead_b
 
 
@@ -203,26 +248,20 @@ async def test_redrive_without_filters_covers_every_topic(pool: asyncpg.Pool, to
     await _add(pool, topic, "a")
     await _add(pool, other, "a")
     for t in (topic, other):
-        [row] = await _claim(pool, t)
-        await _fail(pool, row, backoff=timedelta(0), max_attempts=1)
+        await _round(pool, t, fail=lambda _: True, max_attempts=1)
     assert await outbox.redrive_dead(pool) >= 2
-    assert len(await _claim(pool, topic)) == 1
-    assert len(await _claim(pool, other)) == 1
+    assert len(await _round(pool, topic)) == 1
+    assert len(await _round(pool, other)) == 1
 
 
 async def test_cleanup_deletes_only_published_rows_older_than_the_retention(
     pool: asyncpg.Pool, topic: str
 ) -> None:
-    old = await _add(pool, topic, "old", 3)  # one key: claimed and published one by one below
+    old = await _add(pool, topic, "old", 3)  # one key: published one by one, round by round
     recent = await _add(pool, topic, "recent", 1)
     dead = await _add(pool, topic, "dead", 1)
-    while rows := await _claim(pool, topic):
-        for row in rows:
-            assert row.claim_token is not None
-            if row.kafka_key == "dead":
-                await _fail(pool, row, backoff=timedelta(0), max_attempts=1)
-            else:
-                await outbox.mark_published(pool, row.id, row.claim_token)
+    while await _round(pool, topic, fail=lambda row: row.kafka_key == "dead", max_attempts=1):
+        pass
     await _add(pool, topic, "pending", 1)
     week_ago = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=8)
     async with pool.acquire() as conn:
@@ -243,17 +282,18 @@ async def test_cleanup_deletes_only_published_rows_older_than_the_retention(
     assert len(remaining) == 3
 
 
-async def test_concurrent_claimers_never_share_a_row_or_a_key(pool: asyncpg.Pool, topic: str) -> None:
+async def test_claims_held_at_once_never_share_a_row_or_a_key(pool: asyncpg.Pool, topic: str) -> None:
     keys = [f"k{i}" for i in range(40)]
     async with pool.acquire() as conn, conn.transaction():
         for _ in range(3):
             for key in keys:
                 await outbox.add_event(conn, topic=topic, kafka_key=key, event_key=str(uuid7()), payload={})
-    batches = await asyncio.gather(*(_claim(pool, topic, batch=15) for _ in range(5)))
-    claimed = [row for batch in batches for row in batch]
+    async with contextlib.AsyncExitStack() as stack:
+        claims = [await stack.enter_async_context(_claim(pool, topic, batch=15)) for _ in range(4)]
+        claimed = [row for held in claims for row in held.rows]
     assert len(claimed) == len({r.id for r in claimed})  # no row twice
     assert len(claimed) == len({r.kafka_key for r in claimed})  # no key twice in flight
-    assert len(claimed) == len(keys)  # 5 x 15 slots cover the 40 heads, nothing more
+    assert len(claimed) == len(keys)  # 4 x 15 slots cover the 40 heads, nothing more
 
 
 async def test_concurrent_relays_publish_every_row_once_in_key_order(pool: asyncpg.Pool, topic: str) -> None:
@@ -269,12 +309,11 @@ async def test_concurrent_relays_publish_every_row_once_in_key_order(pool: async
     async def relay() -> None:
         idle = 0
         while idle < 3:
-            rows = await _claim(pool, topic, batch=4)
-            idle = 0 if rows else idle + 1
-            for row in rows:
-                published.append((row.kafka_key, row.event_key))
-                assert row.claim_token is not None
-                assert await outbox.mark_published(pool, row.id, row.claim_token)
+            async with _claim(pool, topic, batch=4) as held:
+                idle = 0 if held.rows else idle + 1
+                published.extend((row.kafka_key, row.event_key) for row in held.rows)
+                await asyncio.sleep(0)  # let the other relays claim while these rows are held
+                await held.settle({}, max_attempts=10, retry_backoff=timedelta(0))
             await asyncio.sleep(0)
 
     await asyncio.gather(*(relay() for _ in range(3)))
@@ -286,24 +325,15 @@ async def test_concurrent_relays_publish_every_row_once_in_key_order(pool: async
 async def test_backlog_counts_unpublished_rows_per_topic_and_status(pool: asyncpg.Pool, topic: str) -> None:
     await _add(pool, topic, "a", 2)
     await _add(pool, topic, "b", 1)
-    rows = await _claim(pool, topic)
-    await _fail(pool, rows[1], backoff=timedelta(hours=1))
-    await _publish_all(pool, rows[:1])
+    settled = await _round(pool, topic, fail=lambda row: row.kafka_key == "b", backoff=timedelta(hours=1))
+    assert sorted(s for _, s in settled) == sorted([OutboxStatus.PUBLISHED, OutboxStatus.FAILED])
     assert (await outbox.backlog(pool))[topic] == {"PENDING": 1, "PROCESSING": 0, "FAILED": 1, "DEAD": 0}
 
 
-async def test_a_batch_is_marked_published_in_one_call_except_rows_whose_claim_was_lost(
-    pool: asyncpg.Pool, topic: str
-) -> None:
-    await _add(pool, topic, "a")
-    await _add(pool, topic, "b")
-    first = await _claim(pool, topic)
-    [stolen] = [r for r in first if r.kafka_key == "b"]
-    async with pool.acquire() as conn:
-        await conn.execute("UPDATE outbox_events SET locked_by = 'other' WHERE id = $1", stolen.id)
-    marked = await outbox.mark_published_many(pool, first)
-    assert marked == {r.id for r in first if r.kafka_key == "a"}
-    assert await outbox.mark_published_many(pool, []) == set()
+async def test_settling_an_empty_claim_writes_nothing(pool: asyncpg.Pool, topic: str) -> None:
+    async with _claim(pool, topic) as held:
+        assert held.rows == []
+        assert await held.settle({}, max_attempts=1, retry_backoff=timedelta(0)) == {}
 
 
 async def test_events_added_together_are_inserted_once_and_published_in_the_order_given(
@@ -317,9 +347,6 @@ async def test_events_added_together_are_inserted_once_and_published_in_the_orde
         assert await outbox.add_events(conn, [events[1], outbox.NewEvent(
             topic=topic, kafka_key="wf-2", event_key="m", payload=model)]) == 1  # e1 exists already
     assert await outbox.add_events(pool, []) == 0
-    order = []
-    while rows := await _claim(pool, topic):
-        order += [(row.kafka_key, row.payload) for row in rows]
-        await _publish_all(pool, rows)
+    order = [(row.kafka_key, row.payload) for rows in await _publish_all(pool, topic) for row in rows]
     assert [payload for key, payload in order if key == "wf"] == [{"i": 0}, {"i": 1}, {"i": 2}]
     assert ("wf-2", model.model_dump()) in order
