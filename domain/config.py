@@ -12,9 +12,9 @@ import re
 from datetime import timedelta
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
-from domain.durations import GoDuration
+from domain.durations import GoDuration, format_duration
 
 _SIZE = re.compile(r"^\d+(b|k|kb|m|mb|g|gb)?$", re.IGNORECASE)
 
@@ -296,6 +296,17 @@ class OutboxRelayConfig(Section):
     cleanup_interval: GoDuration = timedelta(minutes=15)
     cleanup_batch_size: PositiveInt = 1000
     published_retention: GoDuration = timedelta(hours=168)
+
+    @field_validator("processing_lease")
+    @classmethod
+    def _lease_outlasts_a_publish(cls, lease: timedelta, info: ValidationInfo) -> timedelta:
+        # A claim holds its rows while publishing and PostgreSQL ends it after the lease (ADR 0007).
+        publish = info.data.get("context_timeout")
+        if publish is not None and lease <= publish:
+            limit = format_duration(publish)
+            raise ValueError(f"must be longer than OUTBOX_RELAY_CONTEXT_TIMEOUT ({limit}), "
+                             "or a relay's claim would end while it is still publishing")
+        return lease
 
 
 class RayConfig(Section):

@@ -220,6 +220,16 @@ def test_bad_duration_says_what_it_accepts(clean_env: pytest.MonkeyPatch) -> Non
         load_settings()
 
 
+def test_an_outbox_lease_that_would_end_a_claim_mid_publish_is_refused(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("OUTBOX_RELAY_CONTEXT_TIMEOUT", "20s")
+    clean_env.setenv("OUTBOX_RELAY_PROCESSING_LEASE", "20s")
+    with pytest.raises(ConfigError, match=r"^invalid configuration: OUTBOX_RELAY_PROCESSING_LEASE='20s': "
+                                          r"must be longer than OUTBOX_RELAY_CONTEXT_TIMEOUT"):
+        load_settings()
+    clean_env.setenv("OUTBOX_RELAY_PROCESSING_LEASE", "21s")
+    assert load_settings().outbox.processing_lease.total_seconds() == 21
+
+
 # -- the CLI's view of the same ------------------------------------------------------------------
 
 
