@@ -85,6 +85,15 @@ class GrpcConfig(Section):
     tls_cert_file: str = ""
     tls_key_file: str = ""
 
+    @field_validator("tls_enabled")
+    @classmethod
+    def _no_tls_in_serve(cls, enabled: bool) -> bool:
+        # Refused rather than ignored: a user who asks for TLS must not get plaintext silently.
+        if enabled:
+            raise ValueError("Ray Serve's gRPC proxy serves plaintext only; terminate TLS in front of "
+                             "it (docs/production.md) and leave this false")
+        return enabled
+
 
 class PostgresConfig(Section):
     env_prefix: ClassVar[str] = "POSTGRES_"

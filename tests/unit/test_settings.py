@@ -220,6 +220,12 @@ def test_bad_duration_says_what_it_accepts(clean_env: pytest.MonkeyPatch) -> Non
         load_settings()
 
 
+def test_grpc_tls_is_refused_rather_than_silently_served_as_plaintext(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("GRPC_TLS_ENABLED", "true")
+    with pytest.raises(ConfigError, match=r"GRPC_TLS_ENABLED=.*plaintext only; terminate TLS in front"):
+        load_settings()
+
+
 def test_an_outbox_lease_that_would_end_a_claim_mid_publish_is_refused(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("OUTBOX_RELAY_CONTEXT_TIMEOUT", "20s")
     clean_env.setenv("OUTBOX_RELAY_PROCESSING_LEASE", "20s")
