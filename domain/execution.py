@@ -178,23 +178,30 @@ SIGKILL_EXIT_CODE = 128 + 9
 """A container's exit code when its process was killed by SIGKILL (the OOM killer's signal)."""
 
 
-def container_exit_outcome(exit_code: int, *, oom_killed: bool = False,
+def container_exit_outcome(exit_code: int, *, oom_killed: bool = False, oom_reported: bool = True,
                            memory_limit_bytes: int | None = None) -> RunOutcome:
     """Outcome of a container that exited: 0 completes; the OOM killer and other non-zero codes
-    are USER failures (the exit code is in the message)."""
-    if oom_killed:
-        limit = f"limit {format_bytes(memory_limit_bytes)}" if memory_limit_bytes else "memory limit"
+    are USER failures (the exit code is in the message).  ``oom_reported=False`` marks an OOM kill
+    the runner inferred (a SIGKILL under a memory limit that nobody requested) because the engine
+    did not report it."""
+    limit = f"limit {format_bytes(memory_limit_bytes)}" if memory_limit_bytes else "memory limit"
+    if oom_killed and oom_reported:
         return RunOutcome.failed(
             ExecutionErrorCode.CONTAINER_OUT_OF_MEMORY,
             f"container ran out of memory ({limit}) and was killed, exit code {exit_code}",
+        )
+    if oom_killed:
+        return RunOutcome.failed(
+            ExecutionErrorCode.CONTAINER_OUT_OF_MEMORY,
+            f"container was killed by SIGKILL (exit code {exit_code}) that nobody requested: it ran "
+            f"out of memory ({limit}); the engine did not report the OOM kill",
         )
     if exit_code == 0:
         return RunOutcome.success()
     message = f"container exited with non-zero code: {exit_code}"
     if exit_code == SIGKILL_EXIT_CODE and memory_limit_bytes:
-        # Docker learns of an OOM kill from a separate event that can come after the exit (and
-        # never, if the engine missed it); a SIGKILL we did not send most often is the OOM killer.
-        message += (f" (killed by SIGKILL; it may have exceeded its memory limit of "
+        # A SIGKILL that was requested (docker kill / stop), or a child the script killed itself.
+        message += (f" (killed by SIGKILL; if not by you, it may have exceeded its memory limit of "
                     f"{format_bytes(memory_limit_bytes)})")
     return RunOutcome.failed(ExecutionErrorCode.CONTAINER_EXIT_NONZERO, message)
 

@@ -64,7 +64,8 @@ LOG_DRAIN_TIMEOUT_S = 10.0
 #: Lines buffered between the reader threads and the event loop (backpressure beyond it).
 LINE_QUEUE_SIZE = 1024
 #: How long a SIGKILLed container's ``OOMKilled`` flag gets to appear: dockerd sets it from the
-#: runtime's OOM event, which can arrive after the exit event that ended ``wait()``.
+#: runtime's OOM event, which can arrive after the exit event that ended ``wait()`` (or never:
+#: see ``_kill_requested``).
 OOM_FLAG_GRACE_S = 2.0
 OOM_FLAG_POLL_S = 0.1
 
@@ -225,6 +226,7 @@ class ContainerRunner:
 
     async def _start_and_follow(self, container: Any, payload: ContainerPayload, logs: LogSink) -> RunOutcome:
         started = time.monotonic()
+        started_at = int(time.time()) - 1  # Docker's event filter takes whole seconds
         try:
             await asyncio.to_thread(container.start)
         except _UNREACHABLE as err:
@@ -255,10 +257,15 @@ class ContainerRunner:
                 return container_timeout_outcome(payload.timeout)
             state = await self._final_state(container)
             exit_code = int(result.get("StatusCode", state.get("ExitCode", -1)))
-            if exit_code == SIGKILL_EXIT_CODE and not state.get("OOMKilled"):
+            oom_reported = bool(state.get("OOMKilled"))
+            oom_inferred = False
+            if exit_code == SIGKILL_EXIT_CODE and not oom_reported and self._memory_bytes:
                 state = await self._final_state(container, wait_for_oom=OOM_FLAG_GRACE_S)
-            return container_exit_outcome(exit_code, oom_killed=bool(state.get("OOMKilled")),
-                                          memory_limit_bytes=self._memory_bytes)
+                oom_reported = bool(state.get("OOMKilled"))
+                if not oom_reported:
+                    oom_inferred = not await asyncio.to_thread(self._kill_requested, container.id, started_at)
+            return container_exit_outcome(exit_code, oom_killed=oom_reported or oom_inferred,
+                                          oom_reported=oom_reported, memory_limit_bytes=self._memory_bytes)
         except _UNREACHABLE as err:
             return RunOutcome.failed(ExecutionErrorCode.CONTAINER_RUNTIME_UNAVAILABLE,
                                      f"docker engine unreachable while running the container: {err}")
@@ -272,6 +279,17 @@ class ContainerRunner:
                 pump.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await pump
+
+    def _kill_requested(self, container_id: str, since: int) -> bool:
+        """Whether anyone asked Docker to kill or stop the container since ``since`` (its ``kill``
+        events).  Inside its namespaces nothing can SIGKILL a container's PID 1, so a SIGKILL
+        nobody requested came from the kernel: under a memory limit, the OOM killer.  dockerd
+        learns of an OOM kill from a cgroup event that it can miss when the container exits and its
+        cgroup goes at once (seen here under load: neither ``OOMKilled`` nor an ``oom`` event
+        ever came), whereas ``kill`` events are written by the API call itself."""
+        events = self._docker().events(since=since, until=int(time.time()) + 1, decode=True,
+                                       filters={"container": container_id, "event": "kill"})
+        return any(True for _ in events)
 
     @staticmethod
     async def _final_state(container: Any, *, wait_for_oom: float = 0.0) -> dict[str, Any]:

@@ -119,13 +119,24 @@ def test_oom_kill_is_a_user_failure_naming_the_limit() -> None:
     assert "out of memory (limit 64 MiB)" in outcome.failure.message
 
 
-def test_a_sigkill_without_the_oom_flag_names_the_memory_limit_as_the_likely_cause() -> None:
+def test_an_inferred_oom_kill_is_an_oom_failure_that_says_the_engine_did_not_report_it() -> None:
+    outcome = container_exit_outcome(137, oom_killed=True, oom_reported=False,
+                                     memory_limit_bytes=16 * 1024**2)
+    assert outcome.failure is not None
+    assert outcome.failure.code is ExecutionErrorCode.CONTAINER_OUT_OF_MEMORY
+    assert outcome.failure.kind is FailureKind.USER
+    assert outcome.failure.message == (
+        "container was killed by SIGKILL (exit code 137) that nobody requested: it ran out of memory "
+        "(limit 16 MiB); the engine did not report the OOM kill")
+
+
+def test_a_requested_sigkill_under_a_memory_limit_still_mentions_the_limit() -> None:
     outcome = container_exit_outcome(137, memory_limit_bytes=16 * 1024**2)
     assert outcome.failure is not None
     assert outcome.failure.code is ExecutionErrorCode.CONTAINER_EXIT_NONZERO
     assert outcome.failure.message == (
-        "container exited with non-zero code: 137 (killed by SIGKILL; it may have exceeded its "
-        "memory limit of 16 MiB)")
+        "container exited with non-zero code: 137 (killed by SIGKILL; if not by you, it may have "
+        "exceeded its memory limit of 16 MiB)")
     # Without a limit, or with another code, there is nothing to suggest.
     for code, limit in ((137, None), (1, 16 * 1024**2)):
         other = container_exit_outcome(code, memory_limit_bytes=limit)
