@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from listen_ports import listen_port
 
 from cluster.clusterfile import load_cluster_spec
 from cluster.localstack import (
@@ -30,7 +31,6 @@ from cluster.localstack import (
     StackError,
     create_database,
     ensure_busybox_image,
-    free_port,
 )
 from cluster.localstack.base import run_sync
 from domain.config import (
@@ -85,10 +85,11 @@ def _test_settings(state_dir: Path) -> Settings:
     return Settings().model_copy(
         update={
             "app": AppConfig(env="test"),
-            "postgres": PostgresConfig(host="127.0.0.1", port=free_port()),
-            "redis": RedisConfig(host="127.0.0.1", port=free_port()),
+            # Ports below the ephemeral range: nothing else grabs them before the services bind.
+            "postgres": PostgresConfig(host="127.0.0.1", port=listen_port()),
+            "redis": RedisConfig(host="127.0.0.1", port=listen_port()),
             # tansu makes every group join wait session_timeout/2 (infra-notes §1a).
-            "kafka": KafkaConfig(brokers=f"127.0.0.1:{free_port()}", session_timeout=timedelta(seconds=2),
+            "kafka": KafkaConfig(brokers=f"127.0.0.1:{listen_port()}", session_timeout=timedelta(seconds=2),
                                  heartbeat_interval=timedelta(milliseconds=300)),
             "clickhouse": ClickHouseConfig(backend="chdb", chdb_path=str(state_dir / "clickhouse")),
             # An engine named by DOCKER_HOST (CI) is used as is; without one the stack tries the default
@@ -182,17 +183,26 @@ def ray_cluster() -> Iterator[Any]:
     if os.environ.get("CHRONOVERSE_RAY_SERVE_INGRESS", ray_config.serve_ingress) == "haproxy":
         ingress = haproxy_ingress_env(
             work_dir=f"{temp_dir}/hap",  # short: HAProxy's socket path limit
-            stats_port=free_port(),
-            metrics_port=free_port(),
-            fallback_http_port=free_port(),
-            fallback_grpc_port=free_port(),
+            # Bound by HAProxy only once Serve starts: ports nothing else is handed meanwhile.
+            stats_port=listen_port(),
+            metrics_port=listen_port(),
+            fallback_http_port=listen_port(),
+            fallback_grpc_port=listen_port(),
             throughput_optimized=ray_config.serve_throughput_optimized,
         )
+    # Serve kills a proxy that is not ready within RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S (5 s), and
+    # serve.start() then fails with ActorDiedError: on a loaded CI machine the HAProxy manager can
+    # need longer than that to come up.  Give it a minute (still bounded: a broken proxy fails).
+    ray_env = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "30",
+               **{var: os.environ[var] for var in ("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S",
+                                                   "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S")
+                  if var in os.environ},
+               **ingress}
     # As under `chronoverse up`, only the Ray processes get the ingress variables (Serve's controller
     # and replicas inherit them from the raylet), not this driver: nor then the other clusters that
     # tests start from it (their own heads decide their ingress).
-    saved = {var: os.environ.get(var) for var in ingress}
-    os.environ.update(ingress)
+    saved = {var: os.environ.get(var) for var in ray_env}
+    os.environ.update(ray_env)
     try:
         context = ray.init(address="local", num_cpus=4, resources={"low": 16, "high": 4},
                            include_dashboard=False, namespace="chronoverse-test", logging_level=logging.ERROR,

@@ -25,8 +25,8 @@ from uuid import UUID
 import httpx
 import pytest
 import pytest_asyncio
+from listen_ports import listen_port
 
-from cluster.localstack import free_port
 from domain.config import GrpcConfig, Settings
 from domain.topology import ClusterSpec
 
@@ -48,13 +48,13 @@ def _e2e_settings(stack_settings: Settings) -> Settings:
     server = stack_settings.server.model_copy(
         update={
             "host": "127.0.0.1",
-            "port": free_port(),
+            "port": listen_port(),  # bound when Serve starts: see tests/listen_ports.py
             "allowed_origins": f"{ALLOWED_ORIGIN},",
             # The tests are the trusted proxy: each client says its own address (per-test limits).
             "trust_forwarded_for": True,
         }
     )
-    grpc = GrpcConfig(host="127.0.0.1", port=free_port())
+    grpc = GrpcConfig(host="127.0.0.1", port=listen_port())
     return stack_settings.model_copy(update={"server": server, "grpc": grpc})
 
 

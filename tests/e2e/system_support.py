@@ -4,8 +4,9 @@
 with the **real** execution worker, the joblogs and analytics processors — plus the ``log-store``
 actor, in a Ray namespace of its own, with consumer groups and a chdb directory of its own, on the
 Serve app's database, and tears all of it down afterwards (the approach of ``test_backbone.py``).
-Settings are shrunk (lease 3 s, renew 1 s, recovery 1 s, system retry backoff 1 s, container
-memory 16 MiB) so a test never waits a full production interval.
+Settings are shrunk (lease 6 s, renew 1 s, recovery 1 s, system retry backoff 1 s, container
+memory 16 MiB) so a test never waits a full production interval; the lease still outlasts a few
+missed renewals of a worker starved on a loaded machine.
 
 :class:`System` drives it: schedule a MANUAL run over HTTP, wait for a job's terminal state, read a
 job's logs through the log store client, replay topic records into the pools.
@@ -35,6 +36,7 @@ from domain.config import ClickHouseConfig, Settings
 from domain.ids import uuid7
 from domain.topology import ClusterSpec
 from ingest.consumer import ConsumedRecord
+from ingest.consumer_actor import consumer_actor_name
 from store.logstore.remote import log_store_client
 
 T = TypeVar("T")
@@ -55,7 +57,7 @@ def system_settings(base: Settings, namespace: str) -> Settings:
     chdb = ClickHouseConfig(backend="chdb", chdb_path=tempfile.mkdtemp(prefix="cv-system-chdb-"))
     execution = base.execution.model_copy(
         update={
-            "lease_duration": timedelta(seconds=3),
+            "lease_duration": timedelta(seconds=6),
             "lease_renew_interval": timedelta(seconds=1),
             "recovery_interval": timedelta(seconds=1),
             "system_retry_backoff": timedelta(seconds=1),
@@ -193,6 +195,42 @@ class System:
             return row if row["status"] in TERMINAL else None
 
         return await eventually(probe, f"job {job_id} to finish", within_s)
+
+    async def backlog(self, db: Any, topics: tuple[str, ...]) -> dict[str, int]:
+        """Per topic, what this system has still to handle: outbox rows not yet published to it,
+        plus records its consumer group has not committed (the consumers' own fetch-high-watermark
+        lag; tansu's ListOffsets end offsets are wrong, infra-notes §1a)."""
+        unpublished = await db.fetch(
+            "SELECT topic, count(*) AS n FROM outbox_events WHERE topic = ANY($1::text[]) "
+            "AND status IN ('PENDING', 'PROCESSING', 'FAILED') GROUP BY topic", list(topics))
+        out = {topic: 0 for topic in topics}
+        out.update({r["topic"]: r["n"] for r in unpublished})
+        for pool in self.spec.pools.values():
+            if pool.topic not in topics:
+                continue
+            for index in range(pool.consumers):
+                consumer = ray.get_actor(consumer_actor_name(pool.topic, index), namespace=self.namespace)
+                out[pool.topic] += sum((await consumer.lag.remote()).values())
+        return out
+
+    async def quiet(
+        self, db: Any, topics: tuple[str, ...] = ("job_logs", "analytics"), within_s: float = 120.0
+    ) -> None:
+        """Wait until everything sent so far to ``topics`` is published, handled and committed by
+        this system's consumers, twice in a row (the barrier before comparing snapshots: nothing
+        sent earlier can still change the stored logs and analytics afterwards)."""
+        last: dict[str, int] = {}
+        streak = [0]
+
+        async def probe() -> bool:
+            last.update(await self.backlog(db, topics))
+            streak[0] = 0 if any(last.values()) else streak[0] + 1
+            return streak[0] >= 2
+
+        try:
+            await eventually(probe, "the system's consumers to handle every record", within_s)
+        except AssertionError as err:
+            raise AssertionError(f"{err}; left per topic: {last}") from None
 
     # ------------------------------------------------------------------ replay
 

@@ -106,6 +106,23 @@ async def replay(settings: Settings, workflow_id: UUID) -> int:
     return count
 
 
+async def scheduler_passes_after_now() -> None:
+    """Return once a scheduling pass that began after this call has ended (the barrier for "the
+    scheduler did not dispatch it"): the pass running now, if any, ends, and a woken one follows."""
+    scheduler = ray.get_actor("scheduler-0", namespace=NAMESPACE)
+    start = (await scheduler.stats.remote()).passes
+    await scheduler.wake.remote()
+
+    async def later_pass() -> bool:
+        passes = (await scheduler.stats.remote()).passes
+        if passes == start + 1:
+            # That may have been a pass already under way; a second wake-up is harmless otherwise.
+            await scheduler.wake.remote()
+        return bool(passes >= start + 2)
+
+    await eventually(later_pass, "two scheduling passes", within_s=60)
+
+
 async def test_heartbeat_workflow_is_built_scheduled_dispatched_terminated_and_deleted(
     backbone: ClusterSpec, backbone_settings: Settings, api: Any, db: Any
 ) -> None:
@@ -123,7 +140,9 @@ async def test_heartbeat_workflow_is_built_scheduled_dispatched_terminated_and_d
     row = await eventually(built, "the HEARTBEAT build")
     assert row["job_status"] == "PENDING" and row["trigger"] == "AUTOMATIC"
     delta = row["scheduled_at"] - row["updated_at"]
-    assert timedelta(seconds=50) < delta <= timedelta(minutes=1, seconds=5)  # build time + interval
+    # Build time + the 1-minute interval (the slot is computed a moment after the status update; a
+    # loaded machine may stretch that moment, so the upper bound only rules out a longer interval).
+    assert timedelta(seconds=50) < delta <= timedelta(minutes=1, seconds=30)
     response = await user.client.get(f"/workflows/{workflow_id}")
     assert response.json()["build_status"] == "COMPLETED"  # the API sees it (cache invalidated)
 
@@ -138,21 +157,21 @@ async def test_heartbeat_workflow_is_built_scheduled_dispatched_terminated_and_d
         return await db.fetchrow(
             "SELECT queued_at, dispatch_attempts FROM jobs WHERE id = $1 AND status = 'QUEUED'", job_id)
 
-    dispatched = await eventually(queued, "the dispatch", within_s=30)
+    dispatched = await eventually(queued, "the dispatch", within_s=60)
+    # Not before it is due (how soon after is the machine's business: speed is not asserted).
     assert dispatched["queued_at"] >= due and dispatched["dispatch_attempts"] == 1
-    assert dispatched["queued_at"] - due < timedelta(seconds=5)
 
     async def delivered() -> Any:
         stats = await ray.get_actor("execution-worker-pool", namespace=NAMESPACE).stats.remote()
         return stats.handled >= 1
 
-    await eventually(delivered, "the dispatch record to reach the execution pool", within_s=30)
+    await eventually(delivered, "the dispatch record to reach the execution pool", within_s=60)
 
     # A manual run while the automatic job is QUEUED stays PENDING (one active job per workflow).
     response = await user.client.post(f"/workflows/{workflow_id}/jobs/schedule", headers=user.keyed())
     assert response.status_code == 201, response.text
     manual_id = UUID(response.json()["id"])
-    await asyncio.sleep(1.0)
+    await scheduler_passes_after_now()
     assert await db.fetchval("SELECT status::text FROM jobs WHERE id = $1", manual_id) == "PENDING"
 
     # Terminate: the worker cancels the QUEUED and PENDING jobs and tells the user.

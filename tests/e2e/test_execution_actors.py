@@ -5,7 +5,6 @@ job to COMPLETED, ``JoblogsProcessorActor`` stores a log batch through the ``log
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -16,6 +15,7 @@ import asyncpg
 import pytest
 import ray
 from aiohttp import web
+from system_support import eventually
 
 from actors.analytics_processor import AnalyticsProcessorActor
 from actors.execution_worker import ExecutionWorkerActor
@@ -120,13 +120,10 @@ async def test_execution_worker_actor_runs_a_dispatched_job(
     try:
         assert await actor.ready.remote()
         assert await actor.handle.remote(record("jobs", str(workflow_id), entry.to_bytes())) == ["claimed"]
-        status = ""
-        for _ in range(100):
-            status = await db.fetchval("SELECT status::text FROM jobs WHERE id = $1", job_id)
-            if status == "COMPLETED":
-                break
-            await asyncio.sleep(0.1)
-        assert status == "COMPLETED"
+        async def completed() -> bool:
+            return await db.fetchval("SELECT status::text FROM jobs WHERE id = $1", job_id) == "COMPLETED"
+
+        await eventually(completed, "the dispatched job to complete", within_s=60)
         stats = await actor.stats.remote()
         assert stats.claimed == 1 and stats.completed == 1 and stats.worker_id == "execution-worker-e2e"
         await actor.shutdown.remote()

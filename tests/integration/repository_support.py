@@ -1,14 +1,18 @@
-"""Shared fixtures and builders of the repository tests (``test_repositories_*.py``).
+"""Shared fixtures and builders of the integration tests that work on the database.
 
-Each test module imports the fixture functions it uses (``from repository_support import
-pool_fixture``); they register as ``pool``, ``redis`` and ``cache``: one migrated database per
-module, a pool, a Redis client and the typed cache.
+:func:`migrated_database` makes a fresh migrated database with a pool (``conftest.py`` turns it
+into the ``module_database`` and ``isolated_database`` fixtures).  Each test module imports the
+fixture functions it uses (``from repository_support import pool_fixture``); they register as
+``pool`` (the pool of the module's ``module_database``), ``redis`` and ``cache`` (a Redis client
+and the typed cache).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -30,15 +34,34 @@ HEARTBEAT_PAYLOAD = json.dumps({"endpoint": "http://127.0.0.1:9/health"})
 CONTAINER_PAYLOAD = json.dumps({"image": "local/busybox:1", "cmd": ["echo", "hi"]})
 
 
-@pytest.fixture(scope="module", name="pool")
-async def pool_fixture(stack: Any) -> AsyncIterator[asyncpg.Pool]:
-    cfg: PostgresConfig = stack.create_database()
-    await migrate(cfg)
-    p = await create_pool(cfg, min_size=1, max_size=8)
+#: Enough for the busiest test (a worker's claim, renewals and settle at once, plus the test's own).
+POOL_MAX_SIZE = 8
+
+
+@dataclass(frozen=True)
+class MigratedDatabase:
+    """A fresh database with every migration applied, and a pool on it."""
+
+    config: PostgresConfig
+    pool: asyncpg.Pool
+
+
+@contextlib.asynccontextmanager
+async def migrated_database(stack: Any) -> AsyncIterator[MigratedDatabase]:
+    """Create a database on the stack's server, migrate it and open a pool (closed on exit)."""
+    config: PostgresConfig = stack.create_database()
+    await migrate(config)
+    pool = await create_pool(config, min_size=1, max_size=POOL_MAX_SIZE)
     try:
-        yield p
+        yield MigratedDatabase(config=config, pool=pool)
     finally:
-        await p.close()
+        await pool.close()
+
+
+@pytest.fixture(scope="module", name="pool")
+def pool_fixture(module_database: MigratedDatabase) -> asyncpg.Pool:
+    """The pool of the module's own migrated database."""
+    return module_database.pool
 
 
 @pytest.fixture(scope="module", name="redis")

@@ -234,6 +234,16 @@ async def terminal_events(db: asyncpg.Pool, job_id: str | UUID) -> list[str]:
     return [r["event_key"] for r in rows]
 
 
+async def eventually(probe: Callable[[], Awaitable[Any]], what: str, within_s: float = 60.0) -> Any:
+    """Poll ``probe`` until it returns something truthy (generous: the machine may be loaded)."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while not (value := await probe()):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {within_s:.0f}s waiting for {what}")
+        await asyncio.sleep(0.1)
+    return value
+
+
 def heartbeat_payload(url: str, *, timeout: str = "10s", expected: int = 200) -> str:
     return f'{{"endpoint": "{url}", "timeout": "{timeout}", "expected_status_code": {expected}}}'
 
@@ -339,16 +349,18 @@ async def test_losing_the_lease_aborts_the_run(
     abandoned = target.abandoned
     target.slow_started.clear()
     await worker.dispatch(entry)
-    await asyncio.wait_for(target.slow_started.wait(), 10)
+    await asyncio.wait_for(target.slow_started.wait(), 60)
     # What a terminate does (reference §5.4): cancel the RUNNING job and clear its lease.
     await db.execute(
         "UPDATE jobs SET status = 'CANCELED', lease_token = NULL WHERE id = $1", UUID(entry.job_id)
     )
-    await asyncio.wait_for(worker.wait_idle(), 20)
-    for _ in range(50):
-        if target.abandoned > abandoned:
-            break
-        await asyncio.sleep(0.1)
+    # Well before the probe's own 60 s timeout: the renewal (every 200 ms) finds the lease gone.
+    await asyncio.wait_for(worker.wait_idle(), 30)
+
+    async def cut_off() -> bool:
+        return target.abandoned > abandoned
+
+    await eventually(cut_off, "the target to see the probe abandoned", within_s=20)
     assert target.abandoned == abandoned + 1  # the probe was cut off, not waited for
     assert worker.counters.lease_lost == 1
     assert (await job(db, entry.job_id))["state"] == "CANCELED"
@@ -365,7 +377,7 @@ async def test_drain_hands_running_jobs_back_for_immediate_retry(
     entry = await queue_job(db, workflow_id, user_id)
     target.slow_started.clear()
     await worker.dispatch(entry)
-    await asyncio.wait_for(target.slow_started.wait(), 10)
+    await asyncio.wait_for(target.slow_started.wait(), 60)
     assert await worker.drain(0.1) == 1
     row = await job(db, entry.job_id)
     assert row["state"] == "PENDING" and row["lease_token"] is None
@@ -508,18 +520,31 @@ async def test_a_killed_workers_job_ends_in_exactly_one_terminal_state(
     entry = await queue_job(db, workflow_id, user_id, trigger="AUTOMATIC")
     proc = await run_doomed_worker(stack, entry, tmp_path, settings)
     try:
-        for _ in range(100):  # wait until the run is really under way
-            row = await job(db, entry.job_id)
-            if not stack.docker_available or row["container_id"]:
-                break
-            await asyncio.sleep(0.1)
+        if stack.docker_available:
+            async def under_way() -> Any:  # the run's container exists (it may not have started yet)
+                return (await job(db, entry.job_id))["container_id"]
+
+            await eventually(under_way, "the doomed worker's container")
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:
         if proc.poll() is None:
             proc.kill()
     rescuer = await make_worker("rescuer")
-    await asyncio.sleep(lease.total_seconds() + 2.5)  # the dead worker's lease runs out (container exits)
+    row = await job(db, entry.job_id)
+    if row["container_id"]:
+        # Recovery of a still running container stops it (a different outcome): let it end first.
+        # A container created but never started counts as ended (Docker's "not-running").
+        containers = rescuer.runners.containers
+        assert containers is not None
+        await asyncio.to_thread(containers._docker().containers.get(row["container_id"]).wait, timeout=120)
+
+    async def lease_expired() -> bool:  # by the database's clock, which recovery uses
+        return bool(await db.fetchval(
+            "SELECT lease_expires_at < now() AT TIME ZONE 'utc' FROM jobs WHERE id = $1", UUID(entry.job_id)
+        ))
+
+    await eventually(lease_expired, "the dead worker's lease to run out")
     assert await rescuer.recover_once() >= 1
     row = await job(db, entry.job_id)
     recovered_directly = row["state"] != "PENDING"

@@ -57,7 +57,7 @@ async def read_all(cfg: KafkaConfig, topic: str, partitions: int, expected: int)
     try:
         consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
         records: list[ConsumerRecord] = []
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 60  # generous: the machine may be loaded
         while len(records) < expected and time.monotonic() < deadline:
             for batch in (await consumer.getmany(timeout_ms=200)).values():
                 records.extend(batch)

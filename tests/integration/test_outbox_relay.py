@@ -16,17 +16,16 @@ from typing import Any
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from repository_support import MigratedDatabase
 
 from actors.outbox_relay import OutboxRelay, relayed_topics
 from cluster.backbone import redrive
-from domain.config import OutboxRelayConfig, PostgresConfig, Settings
+from domain.config import OutboxRelayConfig, Settings
 from domain.enums import OutboxStatus
 from domain.ids import uuid7
 from ingest.producer import EventProducer
 from ingest.topics import ANALYTICS
 from store import outbox
-from store.migrate import migrate
-from store.postgres import create_pool
 
 TOPIC = ANALYTICS
 
@@ -44,24 +43,13 @@ def relay_config(**overrides: Any) -> OutboxRelayConfig:
 
 
 @pytest.fixture
-async def db(stack) -> AsyncIterator[tuple[PostgresConfig, asyncpg.Pool]]:  # type: ignore[no-untyped-def]
-    cfg: PostgresConfig = stack.create_database()
-    await migrate(cfg)
-    pool = await create_pool(cfg, min_size=1, max_size=8)
-    try:
-        yield cfg, pool
-    finally:
-        await pool.close()
+def pool(isolated_database: MigratedDatabase) -> asyncpg.Pool:
+    return isolated_database.pool
 
 
 @pytest.fixture
-def pool(db: tuple[PostgresConfig, asyncpg.Pool]) -> asyncpg.Pool:
-    return db[1]
-
-
-@pytest.fixture
-def settings(stack, db: tuple[PostgresConfig, asyncpg.Pool]) -> Settings:  # type: ignore[no-untyped-def]
-    return stack.settings.model_copy(update={"postgres": db[0]})  # type: ignore[no-any-return]
+def settings(stack, isolated_database: MigratedDatabase) -> Settings:  # type: ignore[no-untyped-def]
+    return stack.settings.model_copy(update={"postgres": isolated_database.config})  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -232,9 +220,9 @@ async def test_published_rows_past_retention_are_cleaned_up(
 
 
 async def test_a_new_row_is_published_on_notify_not_on_the_poll(
-    db: tuple[PostgresConfig, asyncpg.Pool], producer: EventProducer, settings: Settings
+    isolated_database: MigratedDatabase, producer: EventProducer, settings: Settings
 ) -> None:
-    cfg, pool = db
+    cfg, pool = isolated_database.config, isolated_database.pool
     relay = OutboxRelay(relay_config(poll_interval=timedelta(seconds=60)), pool, producer, listen=cfg)
     relay.start()
     try:

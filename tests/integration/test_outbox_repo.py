@@ -7,20 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 from pydantic import BaseModel
+from repository_support import pool_fixture  # noqa: F401  (the module's migrated database)
 
-from domain.config import PostgresConfig
 from domain.enums import OutboxStatus
 from domain.ids import uuid7
 from store import outbox
-from store.migrate import migrate
-from store.postgres import create_pool
 
 HOLD = timedelta(seconds=30)
 
@@ -29,22 +27,6 @@ class _Event(BaseModel):
     event_key: str
     workflow_id: str
     generation: int
-
-
-@pytest.fixture(scope="module")
-def module_db(stack) -> PostgresConfig:  # type: ignore[no-untyped-def]
-    cfg: PostgresConfig = stack.create_database()
-    return cfg
-
-
-@pytest.fixture(scope="module")
-async def pool(module_db: PostgresConfig) -> AsyncIterator[asyncpg.Pool]:
-    await migrate(module_db)
-    p = await create_pool(module_db, min_size=1, max_size=6)
-    try:
-        yield p
-    finally:
-        await p.close()
 
 
 @pytest.fixture

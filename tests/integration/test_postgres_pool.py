@@ -79,12 +79,14 @@ async def test_saturation_is_the_checked_out_fraction_of_the_maximum(pg: Postgre
 
 
 async def test_connections_older_than_max_conn_life_are_replaced(pg: PostgresConfig) -> None:
-    cfg = pg.model_copy(update={"max_conn_life": timedelta(milliseconds=200)})
+    # Long enough that the two back-to-back checkouts below fall inside it even on a loaded machine.
+    life = timedelta(seconds=3)
+    cfg = pg.model_copy(update={"max_conn_life": life})
     pool = await create_pool(cfg, min_size=1, max_size=1)
     try:
         first_pid = await pool.fetchval("SELECT pg_backend_pid()")
         assert await pool.fetchval("SELECT pg_backend_pid()") == first_pid  # reused while young
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(life.total_seconds() + 0.2)
         await pool.fetchval("SELECT 1")  # this checkout finds it too old and expires it
         assert await pool.fetchval("SELECT pg_backend_pid()") != first_pid
     finally:

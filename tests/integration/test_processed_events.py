@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import asyncpg
-import pytest
+from repository_support import pool_fixture  # noqa: F401  (fixtures register by import)
 
-from domain.config import PostgresConfig
 from domain.ids import uuid7
 from store import processed_events
-from store.migrate import migrate
-from store.postgres import create_pool
-
-
-@pytest.fixture(scope="module")
-def module_db(stack) -> PostgresConfig:  # type: ignore[no-untyped-def]
-    cfg: PostgresConfig = stack.create_database()
-    return cfg
-
-
-@pytest.fixture(scope="module")
-async def pool(module_db: PostgresConfig) -> AsyncIterator[asyncpg.Pool]:
-    await migrate(module_db)
-    p = await create_pool(module_db, min_size=1, max_size=2)
-    try:
-        yield p
-    finally:
-        await p.close()
 
 
 async def test_an_event_key_is_new_once_per_consumer(pool: asyncpg.Pool) -> None:

@@ -208,7 +208,8 @@ async def test_nonzero_exit_fails_as_user_with_the_code(containers: ContainerRun
 
 
 async def test_timeout_stops_the_container_and_fails_as_user(containers: ContainerRunner) -> None:
-    outcome, sink, ctx = await run_container(containers, ["sh", "-c", "echo started; sleep 60"], timeout_s=1)
+    # The timeout runs from the start request: it must leave a loaded engine time to start the shell.
+    outcome, sink, ctx = await run_container(containers, ["sh", "-c", "echo started; sleep 60"], timeout_s=5)
     assert outcome.failure is not None
     assert outcome.failure.code is ExecutionErrorCode.CONTAINER_TIMED_OUT
     assert outcome.failure.kind is FailureKind.USER
@@ -226,6 +227,34 @@ async def test_memory_limit_is_enforced_and_oom_fails_with_a_clear_reason(
     assert outcome.failure is not None
     assert outcome.failure.code is ExecutionErrorCode.CONTAINER_OUT_OF_MEMORY
     assert "out of memory (limit 64 MiB)" in outcome.failure.message
+    assert job_containers(containers, ctx.job_id) == []
+
+
+async def test_a_sigkill_someone_requested_is_an_exit_code_failure_not_an_oom(
+    containers: ContainerRunner,
+) -> None:
+    # `docker kill` (SIGKILL, exit 137) under the same memory limit: not mistaken for the OOM killer.
+    attached: asyncio.Queue[str] = asyncio.Queue()
+
+    async def attach(container_id: str) -> None:
+        await attached.put(container_id)
+
+    async def kill_once_running() -> None:
+        container = containers._docker().containers.get(await attached.get())
+        for _ in range(600):
+            container.reload()
+            if container.attrs["State"]["Running"]:
+                container.kill()
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError("the container never ran")
+
+    killer = asyncio.create_task(kill_once_running())
+    outcome, _, ctx = await run_container(containers, ["sleep", "60"], attach=attach)
+    await killer
+    assert outcome.failure is not None
+    assert outcome.failure.code is ExecutionErrorCode.CONTAINER_EXIT_NONZERO, outcome.failure
+    assert outcome.failure.message.startswith("container exited with non-zero code: 137 (killed by SIGKILL")
     assert job_containers(containers, ctx.job_id) == []
 
 
@@ -287,7 +316,7 @@ async def test_cancelled_run_removes_the_container(containers: ContainerRunner) 
             Sink(),
         )
     )
-    await asyncio.wait_for(started.wait(), 20)
+    await asyncio.wait_for(started.wait(), 60)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -9,39 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from uuid import UUID
 
 import asyncpg
 import pytest
+from repository_support import MigratedDatabase
 
-from actors.scheduler import Scheduler
-from domain.config import PostgresConfig, SchedulingWorkerConfig
+from actors.scheduler import Scheduler, SchedulerStats
+from domain.config import SchedulingWorkerConfig
 from domain.enums import JobStatus, WorkflowBuildStatus
 from domain.ids import uuid7
 from ingest.events import ScheduledJobEntry
 from store import scheduling
-from store.migrate import migrate
-from store.postgres import create_pool
 
 NOW_SQL = "(now() AT TIME ZONE 'utc')"
 
 
 @pytest.fixture
-async def db(stack) -> AsyncIterator[tuple[PostgresConfig, asyncpg.Pool]]:  # type: ignore[no-untyped-def]
-    cfg: PostgresConfig = stack.create_database()
-    await migrate(cfg)
-    pool = await create_pool(cfg, min_size=1, max_size=8)
-    try:
-        yield cfg, pool
-    finally:
-        await pool.close()
-
-
-@pytest.fixture
-def pool(db: tuple[PostgresConfig, asyncpg.Pool]) -> asyncpg.Pool:
-    return db[1]
+def pool(isolated_database: MigratedDatabase) -> asyncpg.Pool:
+    return isolated_database.pool
 
 
 async def add_user(pool: asyncpg.Pool) -> UUID:
@@ -301,32 +289,48 @@ async def _wait_status(pool: asyncpg.Pool, job_id: UUID, status: str, within_s: 
     raise AssertionError(f"job {job_id} not {status} within {within_s}s")
 
 
+async def _until(
+    scheduler: Scheduler, condition: Callable[[SchedulerStats], bool], what: str
+) -> SchedulerStats:
+    """Wait (generously: the machine may be loaded) until the scheduler's stats satisfy ``condition``."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while not condition(stats := scheduler.stats()):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}: {stats}")
+        await asyncio.sleep(0.05)
+    return stats
+
+
+async def _listening_after_a_pass(scheduler: Scheduler) -> SchedulerStats:
+    """Wait until the listener is connected (its connect notification counted) and a pass has ended,
+    so the scheduler is asleep on the long poll unless something wakes it."""
+    return await _until(scheduler, lambda s: s.listening and s.wakeups >= 1 and s.passes >= 1
+                        and s.next_wake_in_s is not None, "the listener to connect after a pass")
+
+
 async def test_notify_wakes_the_scheduler_long_before_the_safety_net_poll(
-    db: tuple[PostgresConfig, asyncpg.Pool],
+    isolated_database: MigratedDatabase,
 ) -> None:
-    cfg, pool = db
+    cfg, pool = isolated_database.config, isolated_database.pool
     poll = 60.0
     scheduler = Scheduler(
         SchedulingWorkerConfig(poll_interval=timedelta(seconds=poll)), pool, listen=cfg, name="test-scheduler"
     )
     scheduler.start()
     try:
-        for _ in range(200):  # the listener connects in the background
-            if scheduler.stats().listening:
-                break
-            await asyncio.sleep(0.05)
-        assert scheduler.stats().listening
-        await asyncio.sleep(0.2)  # let the first pass finish and the loop go to sleep (up to 60 s)
+        before = await _listening_after_a_pass(scheduler)
         user = await add_user(pool)
         workflow = await add_workflow(pool, user)
 
         now_job = await add_job(pool, workflow, user, due_in_s=0)
-        await _wait_status(pool, now_job, "QUEUED", within_s=poll / 4)
+        await _wait_status(pool, now_job, "QUEUED", within_s=poll / 2)
+        # The insert's NOTIFY reaches it (the job may also have been taken by a pass still under way).
+        await _until(scheduler, lambda s: s.wakeups > before.wakeups, "the insert's notification")
 
         # A job due in 1.5 s, inserted while the scheduler sleeps: queued after it is due, not before.
         await pool.execute("UPDATE jobs SET status = 'COMPLETED' WHERE id = $1", now_job)
         soon = await add_job(pool, workflow, user, due_in_s=1.5)
-        queued_at = await _wait_status(pool, soon, "QUEUED", within_s=poll / 4)
+        queued_at = await _wait_status(pool, soon, "QUEUED", within_s=poll / 2)
         scheduled_at = await pool.fetchval("SELECT scheduled_at FROM jobs WHERE id = $1", soon)
         assert queued_at >= scheduled_at
         assert scheduler.stats().dispatched == 2
@@ -348,33 +352,28 @@ async def test_a_pass_reports_dispatch_latency(pool: asyncpg.Pool) -> None:
 
 
 async def test_the_scheduler_listens_again_after_its_connection_is_killed(
-    db: tuple[PostgresConfig, asyncpg.Pool],
+    isolated_database: MigratedDatabase,
 ) -> None:
-    cfg, pool = db
+    cfg, pool = isolated_database.config, isolated_database.pool
     scheduler = Scheduler(
         SchedulingWorkerConfig(poll_interval=timedelta(seconds=60)), pool, listen=cfg, name="reconnecting"
     )
     scheduler.start()
     try:
-        for _ in range(200):
-            if scheduler.stats().listening:
-                break
-            await asyncio.sleep(0.05)
+        await _until(scheduler, lambda s: s.listening, "the listener to connect")
         killed = await pool.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
             "reconnecting-listen",
         )
         assert killed == 1
-        for _ in range(200):  # reconnects after ~1 s
-            await asyncio.sleep(0.05)
-            stats = scheduler.stats()
-            if stats.listening and stats.listener_reconnects:
-                break
-        assert scheduler.stats().listening and scheduler.stats().listener_reconnects == 1
-        await asyncio.sleep(0.3)
+        # Reconnects after ~1 s; the reconnect's own notification runs a pass, then it sleeps.
+        await _until(scheduler, lambda s: s.listening and s.listener_reconnects >= 1,
+                     "the listener to reconnect")
+        assert scheduler.stats().listener_reconnects == 1
+        await _listening_after_a_pass(scheduler)
 
         user = await add_user(pool)
         job = await add_job(pool, await add_workflow(pool, user), user, due_in_s=0)
-        await _wait_status(pool, job, "QUEUED", within_s=15)
+        await _wait_status(pool, job, "QUEUED", within_s=30)
     finally:
         await scheduler.stop()
