@@ -93,6 +93,10 @@ def grpc_options(settings: Settings) -> dict[str, Any]:
 HAPROXY_WORK_DIR_MAX = 97 - len("/") - 56 - len("/admin.sock")
 
 
+#: How long Serve waits for a starting proxy (its default is 5 s), under the HAProxy ingress.
+PROXY_READY_TIMEOUT_S = 30
+
+
 def haproxy_ingress_env(
     *,
     work_dir: str,
@@ -132,6 +136,10 @@ def haproxy_ingress_env(
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": work_dir,
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{work_dir}/server-state",
         "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": f"{work_dir}/metrics.sock",
+        # Serve kills a proxy not ready within 5 s and serve.start() then fails (ActorDiedError);
+        # the HAProxy manager starts a process and waits for its socket, which a loaded node can
+        # stretch past that.  Still bounded: a proxy that cannot start fails `up` after this.
+        "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": str(PROXY_READY_TIMEOUT_S),
     }
     if throughput_optimized:
         env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"

@@ -79,6 +79,7 @@ def test_haproxy_ingress_env_makes_every_port_and_path_explicit() -> None:
         work_dir="/state/haproxy", stats_port=1, metrics_port=2, fallback_http_port=3, fallback_grpc_port=4
     )
     assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+    assert env["RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"] == "30"  # Serve: 5 s, short on a loaded node
     ports = [env[k] for k in env if k.endswith("_PORT")]
     assert sorted(ports) == ["1", "2", "3", "4"]
     assert all(
