@@ -124,6 +124,7 @@ class ExecutionWorkerStats(BaseModel):
     released: int
     lease_lost: int
     recovered: int
+    recovery_passes: int  # recovery passes completed (successful or not)
 
 
 @dataclass
@@ -143,6 +144,7 @@ class _Counters:
     released: int = 0
     lease_lost: int = 0
     recovered: int = 0
+    recovery_passes: int = 0
 
 
 class _Runners:
@@ -252,6 +254,7 @@ class ExecutionWorker:
             worker_id=self.worker_id, slots=self.slots, running=len(self._running), draining=self._draining,
             claimed=c.claimed, not_claimed=c.not_claimed, completed=c.completed, failed=c.failed,
             canceled=c.canceled, released=c.released, lease_lost=c.lease_lost, recovered=c.recovered,
+            recovery_passes=c.recovery_passes,
         )
 
     async def wait_idle(self) -> None:
@@ -518,6 +521,7 @@ class ExecutionWorker:
                 raise
             except Exception:
                 log.exception("%s: recovery pass failed", self.worker_id)
+            self.counters.recovery_passes += 1
             await asyncio.sleep(interval)
 
     async def recover_once(self) -> int:

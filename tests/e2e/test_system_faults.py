@@ -97,9 +97,11 @@ async def test_a_killed_execution_actor_is_recovered_and_replaying_every_record_
     assert stats.recovered >= 1, stats
 
     # Exactly one terminal state: it does not move again, whatever the next recovery passes find.
-    # (No counter tells when a pass ran: waiting covers a few passes; a loaded machine may see fewer,
-    # which can hide a fault but never fail a correct system.)
-    await asyncio.sleep(3 * system.settings.execution.recovery_interval.total_seconds())
+    async def two_more_passes() -> bool:
+        now = await ray.get_actor(EXECUTION_ACTOR, namespace=NAMESPACE).stats.remote()
+        return bool(now.recovery_passes >= stats.recovery_passes + 2)
+
+    await eventually(two_more_passes, "two more recovery passes", within_s=60)
     again = await System.job(db, job_id)
     assert (again["status"], again["completed_at"], again["attempts"]) == (
         final["status"], final["completed_at"], final["attempts"])
