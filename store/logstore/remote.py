@@ -18,7 +18,7 @@ from typing import Any
 from uuid import UUID
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import ActorDiedError, RayActorError, RayTaskError
 
 from domain.config import ClickHouseConfig
 from domain.enums import LogStream
@@ -53,17 +53,23 @@ class ActorLogStore:
         return self._handle
 
     async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await getattr(self._actor(), method).remote(*args, **kwargs)
-        except RayActorError as exc:  # died, restarting or unreachable
-            self._handle = None
-            raise Unavailable(f"the {LOG_STORE_ACTOR_NAME} actor is unavailable: {exc}") from exc
-        except RayTaskError as exc:
-            # Ray's wrapper is an instance of the cause's class but drops its attributes (the
-            # error ``code``), so re-raise the store's own error as it was raised.
-            if isinstance(exc.cause, ChronoverseError):
-                raise exc.cause from None
-            raise Internal(f"the {LOG_STORE_ACTOR_NAME} actor failed: {exc.cause!r}") from exc
+        for attempt in (1, 2):
+            try:
+                return await getattr(self._actor(), method).remote(*args, **kwargs)
+            except RayActorError as exc:  # died, restarting or unreachable
+                self._handle = None
+                if attempt == 1 and isinstance(exc, ActorDiedError):
+                    # Dead for good: a new actor may own the name by now (every call is
+                    # idempotent: reads, and inserts deduplicated by event id).
+                    continue
+                raise Unavailable(f"the {LOG_STORE_ACTOR_NAME} actor is unavailable: {exc}") from exc
+            except RayTaskError as exc:
+                # Ray's wrapper is an instance of the cause's class but drops its attributes (the
+                # error ``code``), so re-raise the store's own error as it was raised.
+                if isinstance(exc.cause, ChronoverseError):
+                    raise exc.cause from None
+                raise Internal(f"the {LOG_STORE_ACTOR_NAME} actor failed: {exc.cause!r}") from exc
+        raise AssertionError("unreachable")
 
     async def ensure_schema(self) -> None:
         await self._call("ensure_schema")

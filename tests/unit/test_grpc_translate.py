@@ -16,6 +16,7 @@ from domain.enums import (
     FailureKind,
     JobStatus,
     JobTrigger,
+    LogDownloadFormat,
     LogStream,
     NotificationKind,
     NotificationPreference,
@@ -23,6 +24,7 @@ from domain.enums import (
     WorkflowKind,
 )
 from domain.errors import Invalid
+from domain.log_lines import LiveLogMessage
 from serve_apps.grpc import translate
 from serve_apps.grpc.servicer import SERVICE_NAMES, GrpcApi
 from serve_apps.grpc.v1 import (
@@ -33,6 +35,7 @@ from serve_apps.grpc.v1 import (
     users_pb2,
     workflows_pb2,
 )
+from serve_apps.live_logs import LiveConnected, LiveEnd, LiveLine
 from serve_apps.schemas.jobs import JobOut
 from serve_apps.schemas.workflows import WorkflowDetail, WorkflowItem
 
@@ -231,3 +234,39 @@ def test_every_rpc_of_the_protos_has_a_method_serve_can_pass_the_context_to() ->
         params = inspect.signature(getattr(GrpcApi, name)).parameters
         assert list(params) == ["self", "request", "grpc_context"], name
     assert "chronoverse.workflows.v1.WorkflowsService" in SERVICE_NAMES
+
+
+# -- job log downloads and live events ---------------------------------------------------------
+
+
+def test_a_download_defaults_to_txt_and_names_its_file_like_the_http_download() -> None:
+    job_id = uuid4()
+    query, fmt = translate.log_download(
+        jobs_pb2.DownloadJobLogsRequest(workflow_id=str(uuid4()), job_id=str(job_id)))
+    assert fmt is LogDownloadFormat.TXT
+    head = translate.log_file_head(query, fmt)
+    assert (head.filename, head.data) == (f"{job_id}-logs.txt", b"")
+    _, jsonl = translate.log_download(jobs_pb2.DownloadJobLogsRequest(
+        workflow_id=str(uuid4()), job_id=str(job_id), format=jobs_pb2.LOG_FILE_FORMAT_JSONL))
+    assert jsonl is LogDownloadFormat.JSONL
+
+
+def test_a_file_is_cut_into_chunks_of_at_most_the_limit_whose_bytes_join_back() -> None:
+    text = "é" * 10 + "x"  # 21 bytes: a cut may fall inside a character
+    chunks = translate.log_file_chunks(text, limit=4)
+    assert [len(c.data) for c in chunks] == [4, 4, 4, 4, 4, 1]
+    assert b"".join(c.data for c in chunks).decode() == text
+    assert translate.log_file_chunks("") == []
+
+
+def test_live_events_become_connected_line_and_end_messages() -> None:
+    job_id, workflow_id = uuid4(), uuid4()
+    line = LiveLogMessage(type="log", job_id=job_id, workflow_id=workflow_id, event_id="e-7", message="hi",
+                          sequence_num=7, stream=LogStream.STDERR, timestamp=datetime(2026, 11, 30, 1, 2, 3))
+    assert translate.live_event_out(LiveConnected()).HasField("connected")
+    out = translate.live_event_out(LiveLine(line)).line
+    assert (out.message, out.sequence_num, out.event_id) == ("hi", 7, "e-7")
+    assert out.stream == jobs_pb2.LOG_STREAM_STDERR
+    assert out.timestamp.ToDatetime() == datetime(2026, 11, 30, 1, 2, 3)
+    end = translate.live_event_out(LiveEnd(JobStatus.FAILED)).end
+    assert end.job_status == jobs_pb2.JOB_STATUS_FAILED

@@ -6,7 +6,9 @@
   ``JobsService.download_page`` hop per page of 1000 lines (the first before the response starts,
   so 400/404/412 are real statuses; a later failure is appended to the file, reference §2.4).
 * ``GET …/events`` — SSE: one hop for the preconditions, then the gateway follows the job's Redis
-  channel itself (no hop per line), polling the job's status as a safety net so every stream ends.
+  channel itself (no hop per line) through the replica's :class:`~serve_apps.live_logs.LiveLogHub`
+  (one pub/sub connection for all viewers), polling the job's status as a safety net so every
+  stream ends; this module only formats :func:`~serve_apps.live_logs.follow_job_logs`' events.
 
 The middleware treats ``/events`` and ``/logs/raw`` as streams (no gzip, no request deadline, no
 span).  The wire formats are built by :mod:`serve_apps.schemas.job_logs`.
@@ -14,20 +16,26 @@ span).  The wire formats are built by :mod:`serve_apps.schemas.job_logs`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import ValidationError
 
-from domain.enums import JobStatus, LogDownloadFormat, LogStream
-from domain.log_lines import LiveLogMessage, live_channel
+from domain.enums import LogDownloadFormat, LogStream
 from serve_apps.gateway.dependencies import Caller, GatewayState, State
 from serve_apps.gateway.errors import error_responses, map_exception
+from serve_apps.live_logs import (
+    LiveConnected,
+    LiveEnd,
+    LiveError,
+    LiveKeepalive,
+    LiveLine,
+    LiveLogHub,
+    follow_job_logs,
+)
 from serve_apps.schemas.job_logs import (
     RAW_CONTENT_TYPES,
     SSE_CONTENT_TYPE,
@@ -46,7 +54,6 @@ from serve_apps.schemas.job_logs import (
 )
 from serve_apps.schemas.jobs import JobRef
 from serve_apps.services.context import CallContext
-from store.redis import create_redis
 
 log = logging.getLogger("chronoverse.gateway.logs")
 
@@ -55,18 +62,21 @@ router = APIRouter(prefix="/workflows/{workflow_id}/jobs/{job_id}", tags=["job l
 #: A middle page (asked for with a cursor, followed by another) never changes: older lines are
 #: final.  ``private`` because logs are per-user (the seed said ``public``).
 STABLE_PAGE_CACHE_CONTROL = "private, max-age=7200"
-#: Idle streams get a comment line this often, so proxies keep them open.
-SSE_KEEPALIVE_INTERVAL_S = 15.0
-#: How often a live stream re-reads the job's status (the ``end`` message is the fast path).
-SSE_STATUS_POLL_INTERVAL_S = 2.0
-#: After the poll saw a finished job, lines and the ``end`` marker still in flight get this long.
-SSE_END_GRACE_S = 2.0
 
 CursorParam = Annotated[str | None, Query(description="From the previous page.")]
 StreamParam = Annotated[
     LogStream | Literal[""] | None, Query(description="Only this stream (omitted or empty: both).")
 ]
 QueryParam = Annotated[str, Query(description="Case-insensitive text to find.", max_length=1024)]
+
+
+async def get_hub(request: Request) -> LiveLogHub:
+    """The replica's live-log hub (made by :func:`serve_apps.gateway.app.create_gateway_app`)."""
+    hub: LiveLogHub = request.app.state.live_logs
+    return hub
+
+
+Hub = Annotated[LiveLogHub, Depends(get_hub)]
 
 
 def page_cache_control(request_cursor: str | None, next_cursor: str | None) -> str:
@@ -197,73 +207,31 @@ async def _download(
     },
     summary="Follow a running job's logs live",
 )
-async def live_logs(workflow_id: UUID, job_id: UUID, ctx: Caller, state: State) -> StreamingResponse:
+async def live_logs(
+    workflow_id: UUID, job_id: UUID, ctx: Caller, state: State, hub: Hub
+) -> StreamingResponse:
     """Lines published after connecting, for a RUNNING job of a workflow that keeps logs.  Errors
     (not running, no retention, not found) arrive as an ``error`` frame with status 200."""
     return StreamingResponse(
-        _live_frames(state, ctx, JobRef(workflow_id=workflow_id, job_id=job_id)),
+        _live_frames(hub, state, ctx, JobRef(workflow_id=workflow_id, job_id=job_id)),
         media_type=SSE_CONTENT_TYPE,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _live_frames(state: GatewayState, ctx: CallContext, ref: JobRef) -> AsyncIterator[str]:
-    # One connection per viewer, outside the replica's shared pool: a subscribed connection is held
-    # for the whole stream and must not starve session lookups.
-    redis = create_redis(state.settings.redis, client_name="chronoverse-gateway-live")
-    pubsub = redis.pubsub()
-    try:
-        try:
-            # Subscribe before the check, so no line published in between is missed.
-            await pubsub.subscribe(live_channel(ref.job_id))
-            await state.services.jobs.open_live_logs(ctx, ref)
-        except Exception as exc:
-            yield error_frame(_reason(exc))
-            return
-        yield connected_frame()
-        async for frame in _follow(state, ctx, ref, pubsub):
-            yield frame
-    finally:
-        await pubsub.aclose()
-        await redis.aclose()
-
-
-async def _follow(state: GatewayState, ctx: CallContext, ref: JobRef, pubsub: Any) -> AsyncIterator[str]:
-    """Frames from the live channel until the job's ``end`` (or the poll saw it finish)."""
-    loop = asyncio.get_running_loop()
-    next_keepalive = loop.time() + SSE_KEEPALIVE_INTERVAL_S
-    next_poll = loop.time() + SSE_STATUS_POLL_INTERVAL_S
-    finished: JobStatus | None = None
-    end_at = 0.0
-    while True:
-        now = loop.time()
-        wake = min(next_keepalive, next_poll if finished is None else end_at)
-        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=max(0.0, wake - now))
-        if message is not None and message.get("type") == "message":
-            try:
-                live = LiveLogMessage.model_validate_json(message["data"])
-            except ValidationError:
-                log.warning("ignoring a malformed message on %s", live_channel(ref.job_id))
-                continue
-            if live.type == "end":
-                yield end_frame(live.status)
-                return
-            yield log_frame(live)
-            next_keepalive = loop.time() + SSE_KEEPALIVE_INTERVAL_S
-            continue
-        now = loop.time()
-        if finished is not None and now >= end_at:
-            yield end_frame(finished)
-            return
-        if finished is None and now >= next_poll:
-            try:
-                job = await state.services.jobs.get_job(ctx, ref)
-            except Exception as exc:
-                yield error_frame(_reason(exc))
-                return
-            if job.status.terminal:
-                finished, end_at = job.status, now + SSE_END_GRACE_S
-            next_poll = now + SSE_STATUS_POLL_INTERVAL_S
-        if now >= next_keepalive:
-            yield SSE_KEEPALIVE
-            next_keepalive = now + SSE_KEEPALIVE_INTERVAL_S
+async def _live_frames(
+    hub: LiveLogHub, state: GatewayState, ctx: CallContext, ref: JobRef
+) -> AsyncIterator[str]:
+    """The SSE text of :func:`serve_apps.live_logs.follow_job_logs`' events."""
+    async for event in follow_job_logs(hub, state.services.jobs, ctx, ref):
+        match event:
+            case LiveLine(message=message):
+                yield log_frame(message)
+            case LiveKeepalive():
+                yield SSE_KEEPALIVE
+            case LiveConnected():
+                yield connected_frame()
+            case LiveEnd(status=status):
+                yield end_frame(status)
+            case LiveError(error=error):
+                yield error_frame(_reason(error))

@@ -25,21 +25,23 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dserve_apps/grpc/v1/jobs.proto\x12\x13\x63hronoverse.jobs.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"B\n\x12ScheduleJobRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"!\n\x13ScheduleJobResponse\x12\n\n\x02id\x18\x01 \x01(\t\"4\n\rGetJobRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"\xb0\x04\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12.\n\x06status\x18\x03 \x01(\x0e\x32\x1e.chronoverse.jobs.v1.JobStatus\x12\x30\n\x07trigger\x18\x04 \x01(\x0e\x32\x1f.chronoverse.jobs.v1.JobTrigger\x12\x30\n\x0cscheduled_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\n \x01(\x05\x12\x36\n\x0c\x66\x61ilure_kind\x18\x0b \x01(\x0e\x32 .chronoverse.jobs.v1.FailureKind\x12\x1c\n\x0flast_error_code\x18\x0c \x01(\tH\x00\x88\x01\x01\x12\x1f\n\x12last_error_message\x18\r \x01(\tH\x01\x88\x01\x01\x42\x12\n\x10_last_error_codeB\x15\n\x13_last_error_message\"\x98\x01\n\x0fListJobsRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\x12.\n\x06status\x18\x03 \x01(\x0e\x32\x1e.chronoverse.jobs.v1.JobStatus\x12\x30\n\x07trigger\x18\x04 \x01(\x0e\x32\x1f.chronoverse.jobs.v1.JobTrigger\"J\n\x10ListJobsResponse\x12&\n\x04jobs\x18\x01 \x03(\x0b\x32\x18.chronoverse.jobs.v1.Job\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\"H\n\x11GetJobLogsRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\"\x86\x01\n\x14SearchJobLogsRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\t\n\x01q\x18\x03 \x01(\t\x12.\n\x06stream\x18\x04 \x01(\x0e\x32\x1e.chronoverse.jobs.v1.LogStream\x12\x0e\n\x06\x63ursor\x18\x05 \x01(\t\"\xa1\x01\n\x07LogLine\x12-\n\ttimestamp\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x14\n\x0csequence_num\x18\x03 \x01(\x03\x12.\n\x06stream\x18\x04 \x01(\x0e\x32\x1e.chronoverse.jobs.v1.LogStream\x12\x10\n\x08\x65vent_id\x18\x05 \x01(\t\"\x98\x01\n\x07JobLogs\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12*\n\x04logs\x18\x03 \x03(\x0b\x32\x1c.chronoverse.jobs.v1.LogLine\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\t\x12\x1c\n\x0fhighlight_token\x18\x05 \x01(\tH\x00\x88\x01\x01\x42\x12\n\x10_highlight_token*\xb8\x01\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12JOB_STATUS_PENDING\x10\x01\x12\x15\n\x11JOB_STATUS_QUEUED\x10\x02\x12\x16\n\x12JOB_STATUS_RUNNING\x10\x03\x12\x18\n\x14JOB_STATUS_COMPLETED\x10\x04\x12\x15\n\x11JOB_STATUS_FAILED\x10\x05\x12\x17\n\x13JOB_STATUS_CANCELED\x10\x06*\\\n\nJobTrigger\x12\x1b\n\x17JOB_TRIGGER_UNSPECIFIED\x10\x00\x12\x19\n\x15JOB_TRIGGER_AUTOMATIC\x10\x01\x12\x16\n\x12JOB_TRIGGER_MANUAL\x10\x02*[\n\x0b\x46\x61ilureKind\x12\x1c\n\x18\x46\x41ILURE_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x46\x41ILURE_KIND_USER\x10\x01\x12\x17\n\x13\x46\x41ILURE_KIND_SYSTEM\x10\x02*U\n\tLogStream\x12\x1a\n\x16LOG_STREAM_UNSPECIFIED\x10\x00\x12\x15\n\x11LOG_STREAM_STDOUT\x10\x01\x12\x15\n\x11LOG_STREAM_STDERR\x10\x02\x32\xbe\x03\n\x0bJobsService\x12`\n\x0bScheduleJob\x12\'.chronoverse.jobs.v1.ScheduleJobRequest\x1a(.chronoverse.jobs.v1.ScheduleJobResponse\x12\x46\n\x06GetJob\x12\".chronoverse.jobs.v1.GetJobRequest\x1a\x18.chronoverse.jobs.v1.Job\x12W\n\x08ListJobs\x12$.chronoverse.jobs.v1.ListJobsRequest\x1a%.chronoverse.jobs.v1.ListJobsResponse\x12R\n\nGetJobLogs\x12&.chronoverse.jobs.v1.GetJobLogsRequest\x1a\x1c.chronoverse.jobs.v1.JobLogs\x12X\n\rSearchJobLogs\x12).chronoverse.jobs.v1.SearchJobLogsRequest\x1a\x1c.chronoverse.jobs.v1.JobLogsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dserve_apps/grpc/v1/jobs.proto\x12\x13\x63hronoverse.jobs.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"B\n\x12ScheduleJobRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"!\n\x13ScheduleJobResponse\x12\n\n\x02id\x18\x01 \x01(\t\"4\n\rGetJobRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"\xb0\x04\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12.\n\x06status\x18\x03 \x01(\x0e\x32\x1e.chronoverse.jobs.v1.JobStatus\x12\x30\n\x07trigger\x18\x04 \x01(\x0e\x32\x1f.chronoverse.jobs.v1.JobTrigger\x12\x30\n\x0cscheduled_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\n \x01(\x05\x12\x36\n\x0c\x66\x61ilure_kind\x18\x0b \x01(\x0e\x32 .chronoverse.jobs.v1.FailureKind\x12\x1c\n\x0flast_error_code\x18\x0c \x01(\tH\x00\x88\x01\x01\x12\x1f\n\x12last_error_message\x18\r \x01(\tH\x01\x88\x01\x01\x42\x12\n\x10_last_error_codeB\x15\n\x13_last_error_message\"\x98\x01\n\x0fListJobsRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\x12.\n\x06status\x18\x03 \x01(\x0e\x32\x1e.chronoverse.jobs.v1.JobStatus\x12\x30\n\x07trigger\x18\x04 \x01(\x0e\x32\x1f.chronoverse.jobs.v1.JobTrigger\"J\n\x10ListJobsResponse\x12&\n\x04jobs\x18\x01 \x03(\x0b\x32\x18.chronoverse.jobs.v1.Job\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\"I\n\x12ListJobLogsRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\"\x86\x01\n\x14SearchJobLogsRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\t\n\x01q\x18\x03 \x01(\t\x12.\n\x06stream\x18\x04 \x01(\x0e\x32\x1e.chronoverse.jobs.v1.LogStream\x12\x0e\n\x06\x63ursor\x18\x05 \x01(\t\"\xa1\x01\n\x07LogLine\x12-\n\ttimestamp\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x14\n\x0csequence_num\x18\x03 \x01(\x03\x12.\n\x06stream\x18\x04 \x01(\x0e\x32\x1e.chronoverse.jobs.v1.LogStream\x12\x10\n\x08\x65vent_id\x18\x05 \x01(\t\"\x98\x01\n\x07JobLogs\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12*\n\x04logs\x18\x03 \x03(\x0b\x32\x1c.chronoverse.jobs.v1.LogLine\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\t\x12\x1c\n\x0fhighlight_token\x18\x05 \x01(\tH\x00\x88\x01\x01\x42\x12\n\x10_highlight_token\";\n\x14StreamJobLogsRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"\xb0\x01\n\x0bJobLogEvent\x12\x39\n\tconnected\x18\x01 \x01(\x0b\x32$.chronoverse.jobs.v1.StreamConnectedH\x00\x12,\n\x04line\x18\x02 \x01(\x0b\x32\x1c.chronoverse.jobs.v1.LogLineH\x00\x12/\n\x03\x65nd\x18\x03 \x01(\x0b\x32 .chronoverse.jobs.v1.StreamEndedH\x00\x42\x07\n\x05\x65vent\"\x11\n\x0fStreamConnected\"A\n\x0bStreamEnded\x12\x32\n\njob_status\x18\x01 \x01(\x0e\x32\x1e.chronoverse.jobs.v1.JobStatus\"\xac\x01\n\x16\x44ownloadJobLogsRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x32\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\".chronoverse.jobs.v1.LogFileFormat\x12\t\n\x01q\x18\x04 \x01(\t\x12.\n\x06stream\x18\x05 \x01(\x0e\x32\x1e.chronoverse.jobs.v1.LogStream\"D\n\x0cLogFileChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t*\xb8\x01\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12JOB_STATUS_PENDING\x10\x01\x12\x15\n\x11JOB_STATUS_QUEUED\x10\x02\x12\x16\n\x12JOB_STATUS_RUNNING\x10\x03\x12\x18\n\x14JOB_STATUS_COMPLETED\x10\x04\x12\x15\n\x11JOB_STATUS_FAILED\x10\x05\x12\x17\n\x13JOB_STATUS_CANCELED\x10\x06*\\\n\nJobTrigger\x12\x1b\n\x17JOB_TRIGGER_UNSPECIFIED\x10\x00\x12\x19\n\x15JOB_TRIGGER_AUTOMATIC\x10\x01\x12\x16\n\x12JOB_TRIGGER_MANUAL\x10\x02*[\n\x0b\x46\x61ilureKind\x12\x1c\n\x18\x46\x41ILURE_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x46\x41ILURE_KIND_USER\x10\x01\x12\x17\n\x13\x46\x41ILURE_KIND_SYSTEM\x10\x02*U\n\tLogStream\x12\x1a\n\x16LOG_STREAM_UNSPECIFIED\x10\x00\x12\x15\n\x11LOG_STREAM_STDOUT\x10\x01\x12\x15\n\x11LOG_STREAM_STDERR\x10\x02*~\n\rLogFileFormat\x12\x1f\n\x1bLOG_FILE_FORMAT_UNSPECIFIED\x10\x00\x12\x17\n\x13LOG_FILE_FORMAT_TXT\x10\x01\x12\x18\n\x14LOG_FILE_FORMAT_JSON\x10\x02\x12\x19\n\x15LOG_FILE_FORMAT_JSONL\x10\x03\x32\x85\x05\n\x0bJobsService\x12`\n\x0bScheduleJob\x12\'.chronoverse.jobs.v1.ScheduleJobRequest\x1a(.chronoverse.jobs.v1.ScheduleJobResponse\x12\x46\n\x06GetJob\x12\".chronoverse.jobs.v1.GetJobRequest\x1a\x18.chronoverse.jobs.v1.Job\x12W\n\x08ListJobs\x12$.chronoverse.jobs.v1.ListJobsRequest\x1a%.chronoverse.jobs.v1.ListJobsResponse\x12T\n\x0bListJobLogs\x12\'.chronoverse.jobs.v1.ListJobLogsRequest\x1a\x1c.chronoverse.jobs.v1.JobLogs\x12X\n\rSearchJobLogs\x12).chronoverse.jobs.v1.SearchJobLogsRequest\x1a\x1c.chronoverse.jobs.v1.JobLogs\x12^\n\rStreamJobLogs\x12).chronoverse.jobs.v1.StreamJobLogsRequest\x1a .chronoverse.jobs.v1.JobLogEvent0\x01\x12\x63\n\x0f\x44ownloadJobLogs\x12+.chronoverse.jobs.v1.DownloadJobLogsRequest\x1a!.chronoverse.jobs.v1.LogFileChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'serve_apps.grpc.v1.jobs_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATUS']._serialized_start=1569
-  _globals['_JOBSTATUS']._serialized_end=1753
-  _globals['_JOBTRIGGER']._serialized_start=1755
-  _globals['_JOBTRIGGER']._serialized_end=1847
-  _globals['_FAILUREKIND']._serialized_start=1849
-  _globals['_FAILUREKIND']._serialized_end=1940
-  _globals['_LOGSTREAM']._serialized_start=1942
-  _globals['_LOGSTREAM']._serialized_end=2027
+  _globals['_JOBSTATUS']._serialized_start=2141
+  _globals['_JOBSTATUS']._serialized_end=2325
+  _globals['_JOBTRIGGER']._serialized_start=2327
+  _globals['_JOBTRIGGER']._serialized_end=2419
+  _globals['_FAILUREKIND']._serialized_start=2421
+  _globals['_FAILUREKIND']._serialized_end=2512
+  _globals['_LOGSTREAM']._serialized_start=2514
+  _globals['_LOGSTREAM']._serialized_end=2599
+  _globals['_LOGFILEFORMAT']._serialized_start=2601
+  _globals['_LOGFILEFORMAT']._serialized_end=2727
   _globals['_SCHEDULEJOBREQUEST']._serialized_start=87
   _globals['_SCHEDULEJOBREQUEST']._serialized_end=153
   _globals['_SCHEDULEJOBRESPONSE']._serialized_start=155
@@ -52,14 +54,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTJOBSREQUEST']._serialized_end=960
   _globals['_LISTJOBSRESPONSE']._serialized_start=962
   _globals['_LISTJOBSRESPONSE']._serialized_end=1036
-  _globals['_GETJOBLOGSREQUEST']._serialized_start=1038
-  _globals['_GETJOBLOGSREQUEST']._serialized_end=1110
-  _globals['_SEARCHJOBLOGSREQUEST']._serialized_start=1113
-  _globals['_SEARCHJOBLOGSREQUEST']._serialized_end=1247
-  _globals['_LOGLINE']._serialized_start=1250
-  _globals['_LOGLINE']._serialized_end=1411
-  _globals['_JOBLOGS']._serialized_start=1414
-  _globals['_JOBLOGS']._serialized_end=1566
-  _globals['_JOBSSERVICE']._serialized_start=2030
-  _globals['_JOBSSERVICE']._serialized_end=2476
+  _globals['_LISTJOBLOGSREQUEST']._serialized_start=1038
+  _globals['_LISTJOBLOGSREQUEST']._serialized_end=1111
+  _globals['_SEARCHJOBLOGSREQUEST']._serialized_start=1114
+  _globals['_SEARCHJOBLOGSREQUEST']._serialized_end=1248
+  _globals['_LOGLINE']._serialized_start=1251
+  _globals['_LOGLINE']._serialized_end=1412
+  _globals['_JOBLOGS']._serialized_start=1415
+  _globals['_JOBLOGS']._serialized_end=1567
+  _globals['_STREAMJOBLOGSREQUEST']._serialized_start=1569
+  _globals['_STREAMJOBLOGSREQUEST']._serialized_end=1628
+  _globals['_JOBLOGEVENT']._serialized_start=1631
+  _globals['_JOBLOGEVENT']._serialized_end=1807
+  _globals['_STREAMCONNECTED']._serialized_start=1809
+  _globals['_STREAMCONNECTED']._serialized_end=1826
+  _globals['_STREAMENDED']._serialized_start=1828
+  _globals['_STREAMENDED']._serialized_end=1893
+  _globals['_DOWNLOADJOBLOGSREQUEST']._serialized_start=1896
+  _globals['_DOWNLOADJOBLOGSREQUEST']._serialized_end=2068
+  _globals['_LOGFILECHUNK']._serialized_start=2070
+  _globals['_LOGFILECHUNK']._serialized_end=2138
+  _globals['_JOBSSERVICE']._serialized_start=2730
+  _globals['_JOBSSERVICE']._serialized_end=3375
 # @@protoc_insertion_point(module_scope)

@@ -37,6 +37,13 @@ class LogStream(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LOG_STREAM_UNSPECIFIED: _ClassVar[LogStream]
     LOG_STREAM_STDOUT: _ClassVar[LogStream]
     LOG_STREAM_STDERR: _ClassVar[LogStream]
+
+class LogFileFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LOG_FILE_FORMAT_UNSPECIFIED: _ClassVar[LogFileFormat]
+    LOG_FILE_FORMAT_TXT: _ClassVar[LogFileFormat]
+    LOG_FILE_FORMAT_JSON: _ClassVar[LogFileFormat]
+    LOG_FILE_FORMAT_JSONL: _ClassVar[LogFileFormat]
 JOB_STATUS_UNSPECIFIED: JobStatus
 JOB_STATUS_PENDING: JobStatus
 JOB_STATUS_QUEUED: JobStatus
@@ -53,6 +60,10 @@ FAILURE_KIND_SYSTEM: FailureKind
 LOG_STREAM_UNSPECIFIED: LogStream
 LOG_STREAM_STDOUT: LogStream
 LOG_STREAM_STDERR: LogStream
+LOG_FILE_FORMAT_UNSPECIFIED: LogFileFormat
+LOG_FILE_FORMAT_TXT: LogFileFormat
+LOG_FILE_FORMAT_JSON: LogFileFormat
+LOG_FILE_FORMAT_JSONL: LogFileFormat
 
 class ScheduleJobRequest(_message.Message):
     __slots__ = ("workflow_id", "idempotency_key")
@@ -126,7 +137,7 @@ class ListJobsResponse(_message.Message):
     cursor: str
     def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., cursor: _Optional[str] = ...) -> None: ...
 
-class GetJobLogsRequest(_message.Message):
+class ListJobLogsRequest(_message.Message):
     __slots__ = ("workflow_id", "job_id", "cursor")
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
@@ -177,3 +188,55 @@ class JobLogs(_message.Message):
     cursor: str
     highlight_token: str
     def __init__(self, id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., logs: _Optional[_Iterable[_Union[LogLine, _Mapping]]] = ..., cursor: _Optional[str] = ..., highlight_token: _Optional[str] = ...) -> None: ...
+
+class StreamJobLogsRequest(_message.Message):
+    __slots__ = ("workflow_id", "job_id")
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    job_id: str
+    def __init__(self, workflow_id: _Optional[str] = ..., job_id: _Optional[str] = ...) -> None: ...
+
+class JobLogEvent(_message.Message):
+    __slots__ = ("connected", "line", "end")
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    connected: StreamConnected
+    line: LogLine
+    end: StreamEnded
+    def __init__(self, connected: _Optional[_Union[StreamConnected, _Mapping]] = ..., line: _Optional[_Union[LogLine, _Mapping]] = ..., end: _Optional[_Union[StreamEnded, _Mapping]] = ...) -> None: ...
+
+class StreamConnected(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StreamEnded(_message.Message):
+    __slots__ = ("job_status",)
+    JOB_STATUS_FIELD_NUMBER: _ClassVar[int]
+    job_status: JobStatus
+    def __init__(self, job_status: _Optional[_Union[JobStatus, str]] = ...) -> None: ...
+
+class DownloadJobLogsRequest(_message.Message):
+    __slots__ = ("workflow_id", "job_id", "format", "q", "stream")
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    Q_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    job_id: str
+    format: LogFileFormat
+    q: str
+    stream: LogStream
+    def __init__(self, workflow_id: _Optional[str] = ..., job_id: _Optional[str] = ..., format: _Optional[_Union[LogFileFormat, str]] = ..., q: _Optional[str] = ..., stream: _Optional[_Union[LogStream, str]] = ...) -> None: ...
+
+class LogFileChunk(_message.Message):
+    __slots__ = ("data", "filename", "content_type")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    filename: str
+    content_type: str
+    def __init__(self, data: _Optional[bytes] = ..., filename: _Optional[str] = ..., content_type: _Optional[str] = ...) -> None: ...

@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class JobsServiceStub:
-    """The caller's jobs: run now, read, list, and read or search their logs.
+    """The caller's jobs: run now, read, list, and read, search, download or follow their logs.
     """
 
     def __init__(self, channel):
@@ -50,9 +50,9 @@ class JobsServiceStub:
                 request_serializer=serve__apps_dot_grpc_dot_v1_dot_jobs__pb2.ListJobsRequest.SerializeToString,
                 response_deserializer=serve__apps_dot_grpc_dot_v1_dot_jobs__pb2.ListJobsResponse.FromString,
                 _registered_method=True)
-        self.GetJobLogs = channel.unary_unary(
-                '/chronoverse.jobs.v1.JobsService/GetJobLogs',
-                request_serializer=serve__apps_dot_grpc_dot_v1_dot_jobs__pb2.GetJobLogsRequest.SerializeToString,
+        self.ListJobLogs = channel.unary_unary(
+                '/chronoverse.jobs.v1.JobsService/ListJobLogs',
+                request_serializer=serve__apps_dot_grpc_dot_v1_dot_jobs__pb2.ListJobLogsRequest.SerializeToString,
                 response_deserializer=serve__apps_dot_grpc_dot_v1_dot_jobs__pb2.JobLogs.FromString,
                 _registered_method=True)
         self.SearchJobLogs = channel.unary_unary(
@@ -60,10 +60,20 @@ class JobsServiceStub:
                 request_serializer=serve__apps_dot_grpc_dot_v1_dot_jobs__pb2.SearchJobLogsRequest.SerializeToString,
                 response_deserializer=serve__apps_dot_grpc_dot_v1_dot_jobs__pb2.JobLogs.FromString,
                 _registered_method=True)
+        self.StreamJobLogs = channel.unary_stream(
+                '/chronoverse.jobs.v1.JobsService/StreamJobLogs',
+                request_serializer=serve__apps_dot_grpc_dot_v1_dot_jobs__pb2.StreamJobLogsRequest.SerializeToString,
+                response_deserializer=serve__apps_dot_grpc_dot_v1_dot_jobs__pb2.JobLogEvent.FromString,
+                _registered_method=True)
+        self.DownloadJobLogs = channel.unary_stream(
+                '/chronoverse.jobs.v1.JobsService/DownloadJobLogs',
+                request_serializer=serve__apps_dot_grpc_dot_v1_dot_jobs__pb2.DownloadJobLogsRequest.SerializeToString,
+                response_deserializer=serve__apps_dot_grpc_dot_v1_dot_jobs__pb2.LogFileChunk.FromString,
+                _registered_method=True)
 
 
 class JobsServiceServicer:
-    """The caller's jobs: run now, read, list, and read or search their logs.
+    """The caller's jobs: run now, read, list, and read, search, download or follow their logs.
     """
 
     def ScheduleJob(self, request, context):
@@ -87,8 +97,9 @@ class JobsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def GetJobLogs(self, request, context):
-        """A page of a job's log lines, newest first (FAILED_PRECONDITION when the workflow keeps no logs).
+    def ListJobLogs(self, request, context):
+        """A page of up to 100 of a job's log lines, newest first; pass the answer's cursor for the next
+        older page (FAILED_PRECONDITION when the workflow keeps no logs, as every HEARTBEAT workflow).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -96,6 +107,26 @@ class JobsServiceServicer:
 
     def SearchJobLogs(self, request, context):
         """Lines containing q (case-insensitive), newest first, matches marked with highlight_token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamJobLogs(self, request, context):
+        """A RUNNING job's lines as they are written: `connected` first, then one `line` per new line,
+        then `end` with the job's final status.  FAILED_PRECONDITION when the job is not running or
+        the workflow keeps no logs; mid-stream, UNAVAILABLE when lines may have been missed and
+        RESOURCE_EXHAUSTED when the caller read too slowly (follow again either way).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadJobLogs(self, request, context):
+        """A finished (COMPLETED, FAILED or CANCELED) job's whole log as a file, oldest first, in chunks
+        to concatenate (INVALID_ARGUMENT `job is not yet completed` otherwise, FAILED_PRECONDITION
+        when the workflow keeps no logs).  An error after the first chunk ends the call with its
+        status: the file is incomplete.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -119,15 +150,25 @@ def add_JobsServiceServicer_to_server(servicer, server):
                     request_deserializer=serve__apps_dot_grpc_dot_v1_dot_jobs__pb2.ListJobsRequest.FromString,
                     response_serializer=serve__apps_dot_grpc_dot_v1_dot_jobs__pb2.ListJobsResponse.SerializeToString,
             ),
-            'GetJobLogs': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetJobLogs,
-                    request_deserializer=serve__apps_dot_grpc_dot_v1_dot_jobs__pb2.GetJobLogsRequest.FromString,
+            'ListJobLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobLogs,
+                    request_deserializer=serve__apps_dot_grpc_dot_v1_dot_jobs__pb2.ListJobLogsRequest.FromString,
                     response_serializer=serve__apps_dot_grpc_dot_v1_dot_jobs__pb2.JobLogs.SerializeToString,
             ),
             'SearchJobLogs': grpc.unary_unary_rpc_method_handler(
                     servicer.SearchJobLogs,
                     request_deserializer=serve__apps_dot_grpc_dot_v1_dot_jobs__pb2.SearchJobLogsRequest.FromString,
                     response_serializer=serve__apps_dot_grpc_dot_v1_dot_jobs__pb2.JobLogs.SerializeToString,
+            ),
+            'StreamJobLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamJobLogs,
+                    request_deserializer=serve__apps_dot_grpc_dot_v1_dot_jobs__pb2.StreamJobLogsRequest.FromString,
+                    response_serializer=serve__apps_dot_grpc_dot_v1_dot_jobs__pb2.JobLogEvent.SerializeToString,
+            ),
+            'DownloadJobLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadJobLogs,
+                    request_deserializer=serve__apps_dot_grpc_dot_v1_dot_jobs__pb2.DownloadJobLogsRequest.FromString,
+                    response_serializer=serve__apps_dot_grpc_dot_v1_dot_jobs__pb2.LogFileChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -138,7 +179,7 @@ def add_JobsServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class JobsService:
-    """The caller's jobs: run now, read, list, and read or search their logs.
+    """The caller's jobs: run now, read, list, and read, search, download or follow their logs.
     """
 
     @staticmethod
@@ -223,7 +264,7 @@ class JobsService:
             _registered_method=True)
 
     @staticmethod
-    def GetJobLogs(request,
+    def ListJobLogs(request,
             target,
             options=(),
             channel_credentials=None,
@@ -236,8 +277,8 @@ class JobsService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/chronoverse.jobs.v1.JobsService/GetJobLogs',
-            serve__apps_dot_grpc_dot_v1_dot_jobs__pb2.GetJobLogsRequest.SerializeToString,
+            '/chronoverse.jobs.v1.JobsService/ListJobLogs',
+            serve__apps_dot_grpc_dot_v1_dot_jobs__pb2.ListJobLogsRequest.SerializeToString,
             serve__apps_dot_grpc_dot_v1_dot_jobs__pb2.JobLogs.FromString,
             options,
             channel_credentials,
@@ -266,6 +307,60 @@ class JobsService:
             '/chronoverse.jobs.v1.JobsService/SearchJobLogs',
             serve__apps_dot_grpc_dot_v1_dot_jobs__pb2.SearchJobLogsRequest.SerializeToString,
             serve__apps_dot_grpc_dot_v1_dot_jobs__pb2.JobLogs.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamJobLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/chronoverse.jobs.v1.JobsService/StreamJobLogs',
+            serve__apps_dot_grpc_dot_v1_dot_jobs__pb2.StreamJobLogsRequest.SerializeToString,
+            serve__apps_dot_grpc_dot_v1_dot_jobs__pb2.JobLogEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadJobLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/chronoverse.jobs.v1.JobsService/DownloadJobLogs',
+            serve__apps_dot_grpc_dot_v1_dot_jobs__pb2.DownloadJobLogsRequest.SerializeToString,
+            serve__apps_dot_grpc_dot_v1_dot_jobs__pb2.LogFileChunk.FromString,
             options,
             channel_credentials,
             insecure,
