@@ -9,9 +9,9 @@ every delivered row PUBLISHED and each failed one FAILED with ``retry_backoff``,
 its rows (ADR 0007).  DEAD rows do not block later rows of their key, are exported as a metric and are
 re-queued by ``chronoverse outbox redrive``.
 
-A loop claims again at once after a non-empty batch (the next row of each key became eligible) and
-otherwise sleeps until a ``chronoverse_outbox`` notification names its topic (then waits
-``NOTIFY_COALESCE_S`` for the rest of its burst), with
+A loop claims again at once after a full batch or one with a later row of one of its keys waiting
+(that row is due once the batch committed), and otherwise sleeps until a ``chronoverse_outbox``
+notification names its topic (then waits ``NOTIFY_COALESCE_S`` for the rest of its burst), with
 ``poll_interval`` as the safety net (FAILED rows come due by time, not by notification).  A cleanup
 loop deletes PUBLISHED rows older than ``published_retention``.  Several replicas are safe: claims
 use ``FOR UPDATE SKIP LOCKED`` and a locked row still gates the later rows of its key.
@@ -85,6 +85,7 @@ class BatchResult(BaseModel):
     published: int
     failed: int
     dead: int
+    more: bool  # rows of its keys (or beyond a full batch) may be due now: claim again at once
 
 
 class RelayStats(BaseModel):
@@ -147,7 +148,7 @@ class OutboxRelay:
                                 hold_limit=self.cfg.processing_lease) as held:
             rows = held.rows
             if not rows:
-                return BatchResult(topic=topic, claimed=0, published=0, failed=0, dead=0)
+                return BatchResult(topic=topic, claimed=0, published=0, failed=0, dead=0, more=False)
             failures = await self._publish(rows)
             settled = await held.settle(failures, max_attempts=self.cfg.max_attempts,
                                         retry_backoff=self.cfg.retry_backoff)
@@ -163,7 +164,8 @@ class OutboxRelay:
         self._dead += dead
         self.metrics.outbox_published(topic, published)
         self.metrics.outbox_failed(topic, failed + dead)
-        return BatchResult(topic=topic, claimed=len(rows), published=published, failed=failed, dead=dead)
+        return BatchResult(topic=topic, claimed=len(rows), published=published, failed=failed, dead=dead,
+                           more=held.more)
 
     async def _publish(self, rows: Sequence[outbox.OutboxRow]) -> dict[UUID, str]:
         """Publish a batch at once (it holds at most one row per key, so per-key order is kept);
@@ -215,8 +217,7 @@ class OutboxRelay:
         while True:
             wake.clear()
             try:
-                result = await self.relay_once(topic)
-                if result.claimed:
+                if (await self.relay_once(topic)).more:
                     continue
             except Exception:
                 log.exception("%s: relaying %s failed", self.name, topic)

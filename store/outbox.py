@@ -65,9 +65,18 @@ RETURNING id
 # passes that gate, so a batch holds at most one row per key.  SKIP LOCKED lets concurrent
 # relays split work: a row another relay holds is skipped, and it still gates its later
 # siblings, whose NOT EXISTS sees it active until that relay commits.  DEAD and PUBLISHED rows
-# do not gate.
+# do not gate.  ``has_next``: a later row of the row's key waits behind it (due once this claim
+# commits), so the relay knows whether to claim again at once.
 LOCK_DUE = f"""
-SELECT {_COLUMNS}
+SELECT {_COLUMNS},
+       EXISTS (
+           SELECT 1
+             FROM outbox_events n
+            WHERE n.topic = e.topic
+              AND n.kafka_key = e.kafka_key
+              AND n.status IN ('PENDING', 'PROCESSING', 'FAILED')
+              AND (n.created_at, n.id) > (e.created_at, e.id)
+       ) AS has_next
   FROM outbox_events e
  WHERE e.topic = $1
    AND (
@@ -226,9 +235,13 @@ async def add_events(conn: Queryable, events: Sequence[NewEvent]) -> int:
 class Claim:
     """Due rows of one topic held by row locks in an open transaction (see :func:`claim`)."""
 
-    def __init__(self, conn: asyncpg.Connection, rows: list[OutboxRow]) -> None:
+    def __init__(self, conn: asyncpg.Connection, rows: list[OutboxRow], *, more: bool) -> None:
         self._conn = conn
         self.rows = rows
+        #: Whether more rows may be due once this claim commits: it was full, or a later row of
+        #: one of its keys waits behind it.  Otherwise only new rows (a notification) or a
+        #: backoff coming due make claiming again worthwhile.
+        self.more = more
 
     async def settle(
         self, failures: Mapping[UUID, str], *, max_attempts: int, retry_backoff: timedelta
@@ -263,7 +276,8 @@ async def claim(
         await conn.execute(f"BEGIN; SET LOCAL idle_in_transaction_session_timeout = {hold_ms}")
         try:
             records = await conn.fetch(LOCK_DUE, topic, batch_size, hold_limit)
-            yield Claim(conn, [OutboxRow.model_validate(dict(r)) for r in records])
+            more = len(records) >= batch_size or any(r["has_next"] for r in records)
+            yield Claim(conn, [OutboxRow.model_validate(dict(r)) for r in records], more=more)
         except BaseException:
             # A broken connection cannot roll back; the pool discards it, which ends the transaction.
             with contextlib.suppress(Exception):

@@ -132,6 +132,25 @@ async def test_at_most_one_row_per_key_is_in_flight(pool: asyncpg.Pool, topic: s
         assert [r.event_key for r in after.rows] == [a_keys[1]]
 
 
+async def test_a_claim_says_more_may_be_due_when_full_or_when_a_key_has_a_later_row(
+    pool: asyncpg.Pool, topic: str
+) -> None:
+    await _add(pool, topic, "a", 2)
+    await _add(pool, topic, "b", 1)
+    async with _claim(pool, topic) as held:  # a[1] waits behind a[0]
+        assert (len(held.rows), held.more) == (2, True)
+        await held.settle({}, max_attempts=10, retry_backoff=timedelta(0))
+    async with _claim(pool, topic) as held:  # a[1] is the last of its key
+        assert (len(held.rows), held.more) == (1, False)
+        await held.settle({}, max_attempts=10, retry_backoff=timedelta(0))
+    await _add(pool, topic, "c", 1)
+    await _add(pool, topic, "d", 1)
+    async with _claim(pool, topic, batch=1) as held:  # full: there may be more
+        assert (len(held.rows), held.more) == (1, True)
+    async with _claim(pool, topic, batch=5) as held:
+        assert (len(held.rows), held.more) == (2, False)
+
+
 async def test_a_claim_that_ends_without_settling_leaves_its_rows_due_and_unchanged(
     pool: asyncpg.Pool, topic: str
 ) -> None:
