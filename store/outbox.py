@@ -59,8 +59,8 @@ RETURNING id
 """
 
 # The due rows of a topic, locked for the claiming transaction.  A row is due when it is PENDING
-# or FAILED and its next_attempt_at has come (or PROCESSING with a lease that ran out: a claim
-# state only relays before the row-lock claim wrote), and no earlier row of its (topic,
+# or FAILED and its next_attempt_at has come (or PROCESSING with an expired lease: left by a relay
+# of the earlier lease-writing design, ADR 0007), and no earlier row of its (topic,
 # kafka_key) is still active (PENDING/PROCESSING/FAILED).  Only the earliest active row of a key
 # passes that gate, so a batch holds at most one row per key.  SKIP LOCKED lets concurrent
 # relays split work: a row another relay holds is skipped, and it still gates its later
