@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from listen_ports import listen_port
 
-from cluster.localstack import free_port
 from cluster.localstack.processes import all_pids, cmdline, descendants, is_alive, session_members
 from cluster.localstack.ray_head import temp_dir_for
 
@@ -95,8 +95,10 @@ def open_workspace(worker_ports: tuple[int, int]) -> Iterator[Workspace]:
     root = Path(tempfile.mkdtemp(prefix="cv-e2e-"))
     root.chmod(0o755)  # PostgreSQL runs unprivileged and must reach <root>/.chronoverse
     env = dict(os.environ)  # without any configuration of the developer's shell (clean_env)
-    env.update({var: str(free_port()) for var in PORT_VARS})
-    env["KAFKA_BROKERS"] = f"127.0.0.1:{free_port()}"
+    # `up` binds these seconds to minutes later: ports below the ephemeral range, which no outgoing
+    # connection or port-0 bind of a busy machine takes meanwhile (tests/listen_ports.py).
+    env.update({var: str(listen_port()) for var in PORT_VARS})
+    env["KAFKA_BROKERS"] = f"127.0.0.1:{listen_port()}"
     env["CHRONOVERSE_RAY_MIN_WORKER_PORT"], env["CHRONOVERSE_RAY_MAX_WORKER_PORT"] = map(str, worker_ports)
     env["CHRONOVERSE_CLUSTER_FILE"] = str(REPO_ROOT / "deploy" / "chronoverse.yaml")
     ws = Workspace(root, env)

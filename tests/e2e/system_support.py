@@ -4,7 +4,7 @@
 with the **real** execution worker, the joblogs and analytics processors — plus the ``log-store``
 actor, in a Ray namespace of its own, with consumer groups and a chdb directory of its own, on the
 Serve app's database, and tears all of it down afterwards (the approach of ``test_backbone.py``).
-Settings are shrunk (lease 6 s, renew 1 s, recovery 1 s, system retry backoff 1 s, container
+Settings are shrunk (lease 6 s, renew 1 s, recovery 1 s, system retry backoff 2 s, container
 memory 16 MiB) so a test never waits a full production interval; the lease still outlasts a few
 missed renewals of a worker starved on a loaded machine.
 
@@ -28,6 +28,7 @@ import docker
 import ray
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from listen_ports import listen_port
 
 from actors.log_store import start_log_store_actor
 from cluster.backbone import start_backbone
@@ -60,7 +61,9 @@ def system_settings(base: Settings, namespace: str) -> Settings:
             "lease_duration": timedelta(seconds=6),
             "lease_renew_interval": timedelta(seconds=1),
             "recovery_interval": timedelta(seconds=1),
-            "system_retry_backoff": timedelta(seconds=1),
+            # Wide enough that a probe polling every 0.2 s on a loaded machine sees the job wait
+            # PENDING between attempts (2 s, then 4 s).
+            "system_retry_backoff": timedelta(seconds=2),
             "system_retry_limit": 3,
             "container_memory": "16m",
             "container_cpus": 0.5,
@@ -298,8 +301,9 @@ async def http_target() -> AsyncIterator[HttpTarget]:
 
 
 def refused_endpoint() -> str:
-    """An address nothing listens on (a free port, closed again)."""
-    return f"http://127.0.0.1:{free_port()}/health"
+    """An address nothing listens on: a free port below the ephemeral range, so no outgoing
+    connection or port-0 bind takes it while the test expects a refusal (tests/listen_ports.py)."""
+    return f"http://127.0.0.1:{listen_port()}/health"
 
 
 # ---------------------------------------------------------------------- docker

@@ -56,7 +56,7 @@ async def produce(cfg: KafkaConfig, topic: str, values: list[str]) -> None:
         await producer.send_batch([OutgoingRecord(topic=topic, key="wf", value=v) for v in values])
 
 
-async def eventually(check: Callable[[], Any], what: str, within: float = 60.0) -> Any:
+async def eventually(check: Callable[[], Any], what: str, within: float = 120.0) -> Any:
     deadline = time.monotonic() + within
     while True:
         result = await check()
@@ -85,14 +85,28 @@ async def test_consumer_actor_feeds_its_target_with_the_commit_policy(stack: Any
         assert await batched.start.remote()
         assert ray.get_actor(consumer_actor_name(topic, 0), namespace=NAMESPACE) is not None
 
-        async def four_handled() -> Any:
-            seen, failures = await pool.snapshot.remote()
-            return len(seen) >= 4 and (seen, failures)
+        def batched_records(seen: list[bytes]) -> int:
+            return sum(int(value.split(b":")[1]) for value in seen if value.startswith(b"batch:"))
 
-        seen, failures = await eventually(four_handled, "records at the target")
-        assert sorted(seen) == [b"1", b"4", b"batch:4", b"flaky"]
+        async def all_handled() -> Any:
+            # Both consumers are done with the four records: "4" is the single consumer's last
+            # (records of a partition go in order); the batched one may get them in more than one
+            # batch when the fetches that bring them are further apart than batch_wait_s.
+            seen, failures = await pool.snapshot.remote()
+            return b"4" in seen and batched_records(seen) >= 4 and (seen, failures)
+
+        seen, failures = await eventually(all_handled, "records at the target")
+        assert sorted(value for value in seen if not value.startswith(b"batch:")) == [b"1", b"4", b"flaky"]
+        assert batched_records(seen) == 4  # every record once, in batches of at most batch_size
+        assert all(0 < int(v.split(b":")[1]) <= 10 for v in seen if v.startswith(b"batch:")), seen
         assert failures == 2  # Unavailable crossed Ray as itself: retried in place, then handled
-        stats = await single.stats.remote()
+
+        async def single_settled() -> Any:
+            # The target has "4" before the consumer counts it: wait for the count, then check it.
+            stats = await single.stats.remote()
+            return stats.processed + stats.skipped >= 4 and stats
+
+        stats = await eventually(single_settled, "the single consumer to count every record")
         assert (stats.processed, stats.retries, stats.skipped) == (3, 2, 1)  # Invalid: committed, skipped
 
         async def committed_all() -> Any:
@@ -105,6 +119,7 @@ async def test_consumer_actor_feeds_its_target_with_the_commit_policy(stack: Any
         ray.kill(pool, no_restart=True)
         await produce(cfg, topic, ["after restart"])
         await eventually(lambda: _retried(single, stats.retries), "retries against the dead pool")
+        await eventually(lambda: _name_free(pool_name), "the dead pool's name to be released")
         pool = FakePool.options(name=pool_name, namespace=NAMESPACE).remote()  # type: ignore[attr-defined]
 
         async def redelivered() -> Any:
@@ -121,3 +136,12 @@ async def test_consumer_actor_feeds_its_target_with_the_commit_policy(stack: Any
 
 async def _retried(actor: Any, before: int) -> bool:
     return bool((await actor.stats.remote()).retries > before)
+
+
+async def _name_free(name: str) -> bool:
+    """True once no live actor holds ``name`` (a killed actor keeps it until Ray sees it dead)."""
+    try:
+        ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        return True
+    return False

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -90,6 +91,11 @@ def test_second_up_and_deploy_keep_what_runs_and_restart_a_dead_part(workspace: 
 
     redis_pid = json.loads(workspace.state_file.read_text())["components"]["redis"]["pid"]
     os.kill(redis_pid, signal.SIGKILL)
+    # kill() only queues the signal: `status` must find Redis gone, not still dying.
+    deadline = time.monotonic() + 60
+    while is_alive(redis_pid):
+        assert time.monotonic() < deadline, f"redis {redis_pid} survived SIGKILL for 60 s"
+        time.sleep(0.1)
 
     broken = workspace.run("status")
     assert broken.returncode != 0

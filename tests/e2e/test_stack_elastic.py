@@ -42,7 +42,7 @@ def _alive_nodes(ws: Workspace) -> list[dict[str, Any]]:
     return nodes
 
 
-def _wait_for_worker_nodes(ws: Workspace, timeout: float = 180.0) -> list[dict[str, Any]]:
+def _wait_for_worker_nodes(ws: Workspace, timeout: float = 360.0) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     nodes = _alive_nodes(ws)
     while not (any("low" in n for n in nodes) and any("high" in n for n in nodes)):
