@@ -130,6 +130,8 @@ class RayTaskRunner:
         generator: Any = self._remote.options(**options).remote(
             payload.module, payload.function, list(payload.args), dict(payload.kwargs))
         counter = SequenceCounter()
+        ended = False  # the task ran to its end: nothing to cancel
+        error: str | None = None
         try:
             async with asyncio.timeout(payload.timeout.total_seconds()):
                 async for ref in generator:
@@ -137,9 +139,11 @@ class RayTaskRunner:
                     if kind == "lines":
                         for stream, text in value:
                             await self._write(logs, counter, stream, text)
-                    elif value is not None:
-                        return RunOutcome.failed(ExecutionErrorCode.TASK_FAILED,
-                                                 f"{payload.callable}: {value}")
+                    else:
+                        error = value  # the last item: the generator ends right after it
+                ended = True
+            if error is not None:
+                return RunOutcome.failed(ExecutionErrorCode.TASK_FAILED, f"{payload.callable}: {error}")
             return RunOutcome.success()
         except TimeoutError:
             return RunOutcome.failed(ExecutionErrorCode.TASK_TIMED_OUT,
@@ -151,8 +155,12 @@ class RayTaskRunner:
             return RunOutcome.failed(ExecutionErrorCode.TASK_UNAVAILABLE,
                                      f"ray task did not finish: {type(err).__name__}: {err}")
         finally:
-            with contextlib.suppress(Exception):
-                ray.cancel(generator, force=True)
+            # Only a task still running is cancelled.  Force-cancelling one that is just finishing
+            # kills its worker process, which Ray may already have handed the next task (seen
+            # in CI: the next job's task died with WorkerCrashedError).
+            if not ended:
+                with contextlib.suppress(Exception):
+                    ray.cancel(generator, force=True)
 
     @staticmethod
     async def _write(logs: LogSink, counter: SequenceCounter, stream: str, text: str) -> None:

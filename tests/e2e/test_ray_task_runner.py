@@ -73,3 +73,15 @@ async def test_timeout_cancels_the_task_and_fails_as_user(runner: RayTaskRunner)
     assert outcome.failure is not None
     assert outcome.failure.code is ExecutionErrorCode.TASK_TIMED_OUT
     assert outcome.failure.kind is FailureKind.USER
+
+
+async def test_a_finished_task_is_not_cancelled_so_the_next_job_on_its_worker_survives(
+    runner: RayTaskRunner,
+) -> None:
+    # Ray hands a finished task's worker to the next task at once; force-cancelling the finished
+    # one (as the runner once did after every run) killed that worker under the next job.
+    for _ in range(8):
+        first, _ = await run(runner, callable="no_such_module_xyz:main")
+        assert first.failure is not None and first.failure.code is ExecutionErrorCode.TASK_FAILED
+        second, _ = await run(runner, callable="time:sleep", args=[0.5], timeout=timedelta(seconds=60))
+        assert second.completed, second.failure
