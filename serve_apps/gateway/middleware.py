@@ -72,6 +72,21 @@ def configure_access_log() -> logging.Logger:
     return logger
 
 
+_LEVEL_NAMES = {logging.ERROR: "error", logging.WARNING: "warn", logging.INFO: "info"}
+
+
+def access_json(level: int, msg: str, fields: dict[str, Any], *, now: datetime | None = None) -> str:
+    """One access-log line (HTTP and gRPC alike): ``ts``, ``level``, ``msg``, then ``fields``, as
+    compact JSON."""
+    record: dict[str, Any] = {
+        "ts": (now or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "level": _LEVEL_NAMES[level],
+        "msg": msg,
+        **fields,
+    }
+    return json.dumps(record, separators=(",", ":"))
+
+
 async def send_json(
     send: Send, status: int, body: dict[str, Any], headers: Iterable[tuple[str, str]] = ()
 ) -> None:
@@ -154,10 +169,8 @@ class AccessLogMiddleware:
                     span.set_status(trace.Status(trace.StatusCode.ERROR))
         duration_ms = (time.perf_counter() - started) * 1000
         client = scope.get("client")
-        record = {
-            "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "level": "error" if status >= 500 else "warn" if status >= 400 else "info",
-            "msg": "http request",
+        level = logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
+        self.logger.log(level, access_json(level, "http request", {
             "method": method,
             "path": path,
             "route": template,
@@ -169,9 +182,7 @@ class AccessLogMiddleware:
             "request_id": request_id,
             "trace_id": trace_id,
             "span_id": span_id,
-        }
-        level = logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
-        self.logger.log(level, json.dumps(record, separators=(",", ":")))
+        }))
 
 
 class CorsMiddleware:

@@ -15,15 +15,14 @@ the caller was authenticated.  Level: ``error`` for server-side failures (the HT
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from uuid import UUID
 
 import grpc
 
-from serve_apps.gateway.middleware import configure_access_log
+from serve_apps.gateway.middleware import access_json, configure_access_log
 
 #: Codes that are the server's fault (the HTTP 5xx family).
 SERVER_FAULTS = frozenset({
@@ -61,11 +60,7 @@ def access_level(code: grpc.StatusCode) -> int:
 
 def access_line(access: GrpcAccess, *, now: datetime | None = None) -> str:
     """The JSON text of one call's line."""
-    level = access_level(access.code)
-    record: dict[str, object] = {
-        "ts": (now or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "level": "error" if level == logging.ERROR else "warn" if level == logging.WARNING else "info",
-        "msg": "grpc request",
+    fields: dict[str, object] = {
         "method": access.method,
         "status": access.code.name,
         "code": access.code.value[0],
@@ -76,8 +71,8 @@ def access_line(access: GrpcAccess, *, now: datetime | None = None) -> str:
         "span_id": access.span_id,
     }
     if access.messages is not None:
-        record["messages"] = access.messages
-    return json.dumps(record, separators=(",", ":"))
+        fields["messages"] = access.messages
+    return access_json(access_level(access.code), "grpc request", fields, now=now)
 
 
 class GrpcAccessLog:
