@@ -255,15 +255,13 @@ class ContainerRunner:
                 await asyncio.wait_for(asyncio.shield(pump), LOG_DRAIN_TIMEOUT_S)
             if timed_out:
                 return container_timeout_outcome(payload.timeout)
-            state = await self._final_state(container)
+            # A SIGKILL under a memory limit may be the OOM killer: give its flag time to appear.
+            maybe_oom = result.get("StatusCode") == SIGKILL_EXIT_CODE and bool(self._memory_bytes)
+            state = await self._final_state(container, wait_for_oom=OOM_FLAG_GRACE_S if maybe_oom else 0.0)
             exit_code = int(result.get("StatusCode", state.get("ExitCode", -1)))
             oom_reported = bool(state.get("OOMKilled"))
-            oom_inferred = False
-            if exit_code == SIGKILL_EXIT_CODE and not oom_reported and self._memory_bytes:
-                state = await self._final_state(container, wait_for_oom=OOM_FLAG_GRACE_S)
-                oom_reported = bool(state.get("OOMKilled"))
-                if not oom_reported:
-                    oom_inferred = not await asyncio.to_thread(self._kill_requested, container.id, started_at)
+            oom_inferred = maybe_oom and not oom_reported and not await asyncio.to_thread(
+                self._kill_requested, container.id, started_at)
             return container_exit_outcome(exit_code, oom_killed=oom_reported or oom_inferred,
                                           oom_reported=oom_reported, memory_limit_bytes=self._memory_bytes)
         except _UNREACHABLE as err:
