@@ -370,8 +370,7 @@ class GrpcApi:
         the first before any chunk is sent (so its errors are the call's plain status)."""
         query, fmt = translate.log_download(request)
         page = await self.services.jobs.download_page(ctx, query)
-        encoder = RawLogEncoder(fmt, job_id=query.job_id, workflow_id=query.workflow_id, q=query.q,
-                                stream=query.stream)
+        encoder = RawLogEncoder.for_query(fmt, query)
         yield translate.log_file_head(query, fmt)
         text = encoder.start()
         while True:

@@ -171,6 +171,11 @@ class RawLogEncoder:
         self._stream = stream
         self._written = 0
 
+    @classmethod
+    def for_query(cls, fmt: LogDownloadFormat, query: LogDownloadQuery) -> RawLogEncoder:
+        """The encoder of the download ``query`` asks for (its job and filters)."""
+        return cls(fmt, job_id=query.job_id, workflow_id=query.workflow_id, q=query.q, stream=query.stream)
+
     def start(self) -> str:
         """The head of the file (the JSON document's opening up to ``"logs":[``)."""
         if self.fmt is not LogDownloadFormat.JSON:

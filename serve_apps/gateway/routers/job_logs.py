@@ -167,7 +167,7 @@ async def download_logs(
     fmt = file_format or LogDownloadFormat.TXT
     query = LogDownloadQuery(workflow_id=workflow_id, job_id=job_id, q=q, stream=stream or None)
     first = await state.services.jobs.download_page(ctx, query)
-    encoder = RawLogEncoder(fmt, job_id=job_id, workflow_id=workflow_id, q=q, stream=query.stream)
+    encoder = RawLogEncoder.for_query(fmt, query)
     return StreamingResponse(
         _download(state, ctx, query, first, encoder),
         media_type=RAW_CONTENT_TYPES[fmt],
